@@ -1,0 +1,3 @@
+from locore.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""LOCORE-Mamba: a list-wise re-ranker that reads the query and its whole shortlist at once."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from locore.config import LocoreConfig
+from locore.model.mamba import BiMamba2Block, RMSNorm, ScanFn
+
+
+class LocoreReranker(nn.Module):
+    """Scores every gallery image of a shortlist against a query in one sequence.
+
+    Sequence, per batch item: ``[IMG q][q descriptors][SEP] [IMG g1][g1 descriptors][SEP] ...``,
+    ``(G + 1) * (Nd + 2)`` tokens. Descriptor tokens are the projected local descriptors plus a
+    scale embedding and a query/gallery type embedding; IMG tokens carry the image type (and the
+    projected global descriptor when ``config.use_global``). A stack of bidirectional Mamba-2
+    blocks mixes the tokens; a token classifier gives one logit per token, and the tokens of
+    each gallery image are aggregated (``config.aggregation``) into its score.
+
+    Padded descriptors (mask 0) are zeroed and get dt = 0 in every scan. A gallery image with no
+    valid descriptor is padding as a whole (its IMG and SEP tokens are masked too).
+    """
+
+    def __init__(self, config: LocoreConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        d = config.d_model
+        self.desc_proj = nn.Linear(config.desc_dim, d)
+        self.scale_emb = nn.Embedding(config.num_scales, d)
+        self.type_emb = nn.Embedding(2, d)  # 0 = query, 1 = gallery
+        self.img_token = nn.Parameter(torch.randn(2, d) * 0.02)
+        self.sep_token = nn.Parameter(torch.randn(d) * 0.02)
+        self.global_proj = nn.Linear(config.global_dim, d) if config.use_global else None
+        self.layers = nn.ModuleList(BiMamba2Block(config) for _ in range(config.n_layers))
+        self.norm_f = RMSNorm(d)
+        self.classifier = nn.Linear(d, 1)
+        self.scan: ScanFn | None = None  # None: the chunked PyTorch scan
+
+    def _check(self, name: str, t: Tensor, shape: tuple[int | None, ...]) -> None:
+        if t.dim() != len(shape) or any(
+            s is not None and s != ts for s, ts in zip(shape, t.shape, strict=True)
+        ):
+            want = ", ".join("*" if s is None else str(s) for s in shape)
+            raise ValueError(
+                f"{name} must be [{want}], got {list(t.shape)}; this model was built for "
+                f"{self.config.num_desc} descriptors of dimension {self.config.desc_dim} per image"
+            )
+
+    def embed(
+        self,
+        query_desc: Tensor,
+        query_mask: Tensor,
+        gallery_desc: Tensor,
+        gallery_mask: Tensor,
+        query_scale: Tensor | None = None,
+        gallery_scale: Tensor | None = None,
+        query_global: Tensor | None = None,
+        gallery_global: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Token embeddings [B, L, d], token mask [B, L] bool, descriptor mask [B, G+1, Nd]."""
+        cfg = self.config
+        nd, dl = cfg.num_desc, cfg.desc_dim
+        self._check("query_desc", query_desc, (None, nd, dl))
+        bsz = query_desc.shape[0]
+        self._check("query_mask", query_mask, (bsz, nd))
+        self._check("gallery_desc", gallery_desc, (bsz, None, nd, dl))
+        ngal = gallery_desc.shape[1]
+        self._check("gallery_mask", gallery_mask, (bsz, ngal, nd))
+        dtype = self.desc_proj.weight.dtype
+        desc = torch.cat([query_desc[:, None], gallery_desc], dim=1).to(dtype)  # [B, G+1, Nd, Dl]
+        dmask = torch.cat([query_mask[:, None], gallery_mask], dim=1).bool()  # [B, G+1, Nd]
+        img_type = torch.ones(ngal + 1, dtype=torch.long, device=desc.device)
+        img_type[0] = 0
+        tok = self.desc_proj(desc) + self.type_emb(img_type)[None, :, None, :]
+        if (query_scale is None) != (gallery_scale is None):
+            raise ValueError("give both query_scale and gallery_scale, or neither")
+        if query_scale is not None and gallery_scale is not None:
+            self._check("query_scale", query_scale, (bsz, nd))
+            self._check("gallery_scale", gallery_scale, (bsz, ngal, nd))
+            scale = torch.cat([query_scale[:, None], gallery_scale], dim=1).long()
+            tok = tok + self.scale_emb(scale)
+        tok = tok * dmask[..., None].to(dtype)
+        img = self.img_token[img_type][None].expand(bsz, -1, -1)  # [B, G+1, d]
+        if self.global_proj is not None:
+            if query_global is None or gallery_global is None:
+                raise ValueError(
+                    "this model uses global descriptors (use_global=True): pass query_global "
+                    f"[B, {cfg.global_dim}] and gallery_global [B, G, {cfg.global_dim}]"
+                )
+            self._check("query_global", query_global, (bsz, cfg.global_dim))
+            self._check("gallery_global", gallery_global, (bsz, ngal, cfg.global_dim))
+            glob = torch.cat([query_global[:, None], gallery_global], dim=1).to(dtype)
+            img = img + self.global_proj(glob)
+        sep = self.sep_token.to(dtype).expand(bsz, ngal + 1, 1, -1)
+        seq = torch.cat([img[:, :, None], tok, sep], dim=2)  # [B, G+1, Nd+2, d]
+        image_valid = dmask.any(dim=-1, keepdim=True)  # [B, G+1, 1]
+        tmask = torch.cat([image_valid, dmask, image_valid], dim=2)  # [B, G+1, Nd+2]
+        length = (ngal + 1) * cfg.tokens_per_image
+        return seq.reshape(bsz, length, -1), tmask.reshape(bsz, length), dmask
+
+    def aggregate(self, token_logits: Tensor, dmask: Tensor) -> Tensor:
+        """Per-image scores [B, G] float32 from token logits [B, L] and descriptor masks."""
+        cfg = self.config
+        bsz, ngal1 = dmask.shape[:2]
+        per_img = token_logits.float().reshape(bsz, ngal1, cfg.tokens_per_image)[:, 1:]
+        gmask = dmask[:, 1:]
+        desc_logits = per_img[..., 1:-1]
+        if cfg.aggregation == "start":
+            return per_img[..., 0]
+        if cfg.aggregation == "end":
+            return per_img[..., -1]
+        if cfg.aggregation == "mean":
+            w = gmask.float()
+            return (desc_logits * w).sum(-1) / w.sum(-1).clamp_min(1.0)
+        masked = desc_logits.masked_fill(~gmask, float("-inf")).amax(-1)
+        return torch.where(gmask.any(-1), masked, torch.zeros_like(masked))
+
+    def forward(
+        self,
+        query_desc: Tensor,
+        query_mask: Tensor,
+        gallery_desc: Tensor,
+        gallery_mask: Tensor,
+        query_scale: Tensor | None = None,
+        gallery_scale: Tensor | None = None,
+        query_global: Tensor | None = None,
+        gallery_global: Tensor | None = None,
+        return_token_logits: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """query_desc [B, Nd, Dl], query_mask [B, Nd], gallery_desc [B, G, Nd, Dl],
+        gallery_mask [B, G, Nd] (True/1 = valid) -> scores [B, G] float32 (raw logits).
+
+        With ``return_token_logits`` also returns token logits [B, (G+1)*(Nd+2)] float32.
+        """
+        h, tmask, dmask = self.embed(
+            query_desc,
+            query_mask,
+            gallery_desc,
+            gallery_mask,
+            query_scale,
+            gallery_scale,
+            query_global,
+            gallery_global,
+        )
+        for layer in self.layers:
+            h = layer(h, tmask, self.scan)
+        token_logits = self.classifier(self.norm_f(h)).squeeze(-1).float()
+        scores = self.aggregate(token_logits, dmask)
+        if return_token_logits:
+            return scores, token_logits
+        return scores
