@@ -34,7 +34,9 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+        save_file(
+            state, str(tmp), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)}
+        )
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -86,7 +86,9 @@ def _check_inputs(
             raise ValueError(f"{variant} {name} must be {list(shape)}, got {list(tensor.shape)}")
 
 
-def _effective_dt(dt: Tensor, dt_bias: Tensor | None, dt_softplus: bool, sdt: torch.dtype) -> Tensor:
+def _effective_dt(
+    dt: Tensor, dt_bias: Tensor | None, dt_softplus: bool, sdt: torch.dtype
+) -> Tensor:
     dt = dt.to(sdt)
     if dt_bias is not None:
         dt = dt + dt_bias.to(sdt)
@@ -208,14 +210,15 @@ def selective_scan_chunked(
     xin = xs
     if reverse:  # a reverse scan is a forward scan of the time-flipped sequence
         xin, dtp, Bs, Cs = (t.flip(1) for t in (xin, dtp, Bs, Cs))
-    q = min(chunk_size, max(length, 1))
-    nchunks = -(-length // q)
+    # Pad L up to a multiple of the chunk (padded tokens: dt = 0). No branch on L, so the
+    # function exports with a dynamic L.
+    q = chunk_size
+    nchunks = (length + q - 1) // q
     pad = nchunks * q - length
-    if pad:
-        xin = F.pad(xin, (0, 0, 0, 0, 0, pad))
-        dtp = F.pad(dtp, (0, 0, 0, pad))  # padded tokens: dt = 0
-        Bs = F.pad(Bs, (0, 0, 0, 0, 0, pad))
-        Cs = F.pad(Cs, (0, 0, 0, 0, 0, pad))
+    xin = F.pad(xin, (0, 0, 0, 0, 0, pad))
+    dtp = F.pad(dtp, (0, 0, 0, pad))
+    Bs = F.pad(Bs, (0, 0, 0, 0, 0, pad))
+    Cs = F.pad(Cs, (0, 0, 0, 0, 0, pad))
     c = nchunks
     # Heads as (group, rep): X [b, c, q, g, r, p]; decays a [b, g, r, c, q].
     X = (xin * dtp[..., None]).reshape(batch, c, q, groups, rep, hdim)

@@ -1,0 +1,299 @@
+"""torch -> ONNX for the LOCORE-Mamba re-ranker, in two flavors (DESIGN.md §4).
+
+- ``portable``: the mamba2 scan in standard ONNX ops (chunked SSD: CumSum, Exp, MatMul; no
+  Loop/Scan, no unrolling over L). Runs in any ONNX Runtime and in TensorRT without plugins.
+- ``plugin``: every scan is one ``locore::SelectiveScan`` node for the TensorRT plugin.
+
+Both come from the same torch module; the graph I/O contract (``locore.config.graph_io``) and the
+model config are written into the ONNX metadata (keys ``locore.config``, ``locore.graph_io``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from locore import __version__
+from locore.config import (
+    BATCH_DIM,
+    GALLERY_DIM,
+    SCORES,
+    TOKEN_LOGITS,
+    GraphIO,
+    LocoreConfig,
+    graph_io,
+)
+from locore.fileio import atomic_path
+from locore.model import LocoreReranker, load_checkpoint
+from locore.model.mamba import ScanFn
+
+log = logging.getLogger(__name__)
+
+FLAVORS = ("portable", "plugin")
+DEFAULT_OPSET = 18
+DEFAULT_MAX_GALLERY = 512
+META_CONFIG = "locore.config"
+META_GRAPH_IO = "locore.graph_io"
+META_FLAVOR = "locore.flavor"
+META_VERSION = "locore.version"
+FORBIDDEN_PORTABLE_OPS = ("Loop", "Scan", "If")
+
+
+class ExportError(RuntimeError):
+    """The model could not be exported, or the exported graph broke a contract."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    flavor: str
+    config: LocoreConfig
+    io: GraphIO
+    op_counts: dict[str, int]
+
+
+class _GraphModule(nn.Module):
+    """Positional inputs in graph_io order -> outputs, for the exporter."""
+
+    def __init__(self, model: LocoreReranker, io: GraphIO) -> None:
+        super().__init__()
+        self.model = model
+        self.names = [spec.name for spec in io.inputs]
+        self.token_logits = any(spec.name == TOKEN_LOGITS for spec in io.outputs)
+
+    def forward(self, *inputs: Tensor) -> Any:
+        kwargs = dict(zip(self.names, inputs, strict=True))
+        return self.model(**kwargs, return_token_logits=self.token_logits)
+
+
+def example_inputs(
+    config: LocoreConfig,
+    io: GraphIO,
+    batch: int = 2,
+    num_gallery: int = 3,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> tuple[Tensor, ...]:
+    """Random inputs that follow ``io``: one tensor per graph input, in order."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = {BATCH_DIM: batch, GALLERY_DIM: num_gallery}
+    out = []
+    for spec in io.inputs:
+        shape = [sizes[s] if isinstance(s, str) else s for s in spec.shape]
+        if spec.dtype == "float":
+            out.append(torch.randn(*shape, generator=g).to(dtype))
+        elif spec.dtype == "bool":
+            out.append(torch.rand(*shape, generator=g) > 0.15)
+        elif spec.dtype == "int64":
+            out.append(torch.randint(0, config.num_scales, shape, generator=g))
+        else:  # pragma: no cover - graph_io only uses the dtypes above
+            raise ExportError(f"no example for dtype {spec.dtype}")
+    return tuple(out)
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    """The exporter's passes log every rewrite at INFO; keep them at WARNING while exporting."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def _scan_swapped(model: LocoreReranker, scan: ScanFn | None) -> Iterator[None]:
+    old = model.scan
+    model.scan = scan
+    try:
+        yield
+    finally:
+        model.scan = old
+
+
+def _resolve_model(
+    model: LocoreReranker | str | Path, config: LocoreConfig | None
+) -> LocoreReranker:
+    if isinstance(model, str | Path):
+        model = load_checkpoint(model)
+    if not isinstance(model, LocoreReranker):
+        raise ExportError(f"expected a LocoreReranker or a checkpoint folder, got {type(model)}")
+    if config is not None and config != model.config:
+        diff = {
+            k: (v, getattr(model.config, k))
+            for k, v in config.to_dict().items()
+            if getattr(model.config, k) != v
+        }
+        raise ExportError(
+            "the given config does not match the checkpoint's: "
+            + ", ".join(f"{k}: config {a!r} vs checkpoint {b!r}" for k, (a, b) in diff.items())
+            + ". Export the checkpoint with its own config.json (omit --config)."
+        )
+    return model.eval()
+
+
+def export_onnx(
+    model: LocoreReranker | str | Path,
+    output: str | Path,
+    flavor: str = "portable",
+    opset: int = DEFAULT_OPSET,
+    max_gallery: int = DEFAULT_MAX_GALLERY,
+    with_scales: bool = True,
+    with_token_logits: bool = False,
+    config: LocoreConfig | None = None,
+) -> ExportResult:
+    """Export a re-ranker (or a checkpoint folder) to ONNX; B and G are dynamic.
+
+    The file is written atomically and checked with ``onnx.checker``. Returns what was written.
+    """
+    import onnx
+
+    if flavor not in FLAVORS:
+        raise ExportError(f"flavor must be one of {FLAVORS}, got {flavor!r}")
+    if opset < 17:
+        raise ExportError(f"opset {opset} is too old; use 17 or newer (default {DEFAULT_OPSET})")
+    net = _resolve_model(model, config)
+    cfg = net.config
+    gio = graph_io(cfg, with_scales=with_scales, with_token_logits=with_token_logits)
+    wrapper = _GraphModule(net, gio).eval()
+    args = example_inputs(cfg, gio)
+    batch = torch.export.Dim(BATCH_DIM, min=1, max=1024)
+    ngal = torch.export.Dim(GALLERY_DIM, min=1, max=max_gallery)
+    dims = {BATCH_DIM: batch, GALLERY_DIM: ngal}
+    dynamic_shapes = tuple(
+        {i: dims[s] for i, s in enumerate(spec.shape) if isinstance(s, str)} for spec in gio.inputs
+    )
+    scan: ScanFn | None = None
+    table = None
+    if flavor == "plugin":
+        from locore.export.scan_op import plugin_scan, translation_table
+
+        scan, table = plugin_scan, translation_table()
+    log.info("exporting %s flavor of %s (opset %d)", flavor, cfg.name, opset)
+    quiet = _quiet_loggers("onnx_ir", "onnxscript", "torch.onnx")
+    with _scan_swapped(net, scan), quiet, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        # The exporter prints progress to stdout; a library logs instead.
+        with contextlib.redirect_stdout(StringIO()) as printed:
+            program = torch.onnx.export(
+                wrapper,
+                args,
+                dynamo=True,
+                input_names=[s.name for s in gio.inputs],
+                output_names=[s.name for s in gio.outputs],
+                opset_version=opset,
+                dynamic_shapes=(dynamic_shapes,),  # one entry: forward(*inputs)
+                custom_translation_table=table,
+                optimize=True,
+                external_data=False,
+            )
+    log.debug("%s", printed.getvalue())
+    if program is None:  # pragma: no cover - dynamo=True always returns a program
+        raise ExportError("torch.onnx.export returned no program")
+    proto = program.model_proto
+    _name_dynamic_dims(proto, gio)
+    counts = op_counts(proto)
+    _check_flavor(proto, flavor, counts)
+    meta = {
+        META_CONFIG: cfg.to_json(),
+        META_GRAPH_IO: json.dumps(gio.to_dict()),
+        META_FLAVOR: flavor,
+        META_VERSION: __version__,
+    }
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name = "locore-edge"
+    proto.producer_version = __version__
+    onnx.checker.check_model(proto)
+    output = Path(output)
+    with atomic_path(output) as tmp:
+        onnx.save_model(proto, str(tmp))
+    log.info("wrote %s (%s)", output, ", ".join(f"{k}x{v}" for k, v in sorted(counts.items())))
+    return ExportResult(output, flavor, cfg, gio, counts)
+
+
+def op_counts(proto: Any) -> dict[str, int]:
+    """Node count per ``domain::op_type`` (default domain written bare), subgraphs included."""
+    counts: dict[str, int] = {}
+
+    def walk(graph: Any) -> None:
+        for node in graph.node:
+            key = f"{node.domain}::{node.op_type}" if node.domain else node.op_type
+            counts[key] = counts.get(key, 0) + 1
+            for attr in node.attribute:
+                if attr.g is not None and attr.g.node:
+                    walk(attr.g)
+
+    walk(proto.graph)
+    return counts
+
+
+def _check_flavor(proto: Any, flavor: str, counts: dict[str, int]) -> None:
+    scan_key = "locore::SelectiveScan"
+    if any(f.name == "SelectiveScan" for f in proto.functions):
+        raise ExportError(
+            "the graph holds a FunctionProto named SelectiveScan; TensorRT would inline it "
+            "instead of using the plugin"
+        )
+    if flavor == "portable":
+        bad = [op for op in (*FORBIDDEN_PORTABLE_OPS, scan_key) if counts.get(op)]
+        if bad or proto.functions:
+            raise ExportError(f"portable graph must use standard ops only, found {bad}")
+    elif counts.get(scan_key, 0) == 0:
+        raise ExportError("plugin flavor produced no locore::SelectiveScan node")
+
+
+def _name_dynamic_dims(proto: Any, io: GraphIO) -> None:
+    """Give dynamic axes the contract's names (batch, num_gallery) in the graph I/O."""
+    specs = {s.name: s for s in (*io.inputs, *io.outputs)}
+    for value in (*proto.graph.input, *proto.graph.output):
+        spec = specs.get(value.name)
+        if spec is None:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        for dim, want in zip(dims, spec.shape, strict=False):
+            if isinstance(want, str):
+                dim.dim_param = want
+
+
+def read_onnx_config(path: str | Path) -> tuple[LocoreConfig, dict[str, Any], str]:
+    """(config, graph_io dict, flavor) from an exported file's metadata."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if META_CONFIG not in meta:
+        raise ExportError(f"{path} has no {META_CONFIG} metadata; was it exported by locore-edge?")
+    return (
+        LocoreConfig.from_json(meta[META_CONFIG]),
+        json.loads(meta.get(META_GRAPH_IO, "{}")),
+        meta.get(META_FLAVOR, "?"),
+    )
+
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "FLAVORS",
+    "SCORES",
+    "ExportError",
+    "ExportResult",
+    "example_inputs",
+    "export_onnx",
+    "op_counts",
+    "read_onnx_config",
+]

@@ -1,0 +1,177 @@
+"""torch -> ONNX: the portable flavor in ONNX Runtime and the plugin flavor's node contract."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from locore import LocoreConfig
+from locore.cli import main
+from locore.export import ExportError, example_inputs, export_onnx, read_onnx_config
+from locore.export.scan_op import INPUT_ORDER
+from locore.model import LocoreReranker, save_checkpoint, selective_scan_ref
+
+
+def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6))
+
+
+def _feeds(io, args) -> dict[str, np.ndarray]:
+    return {s.name: a.numpy() for s, a in zip(io.inputs, args, strict=True)}
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return LocoreReranker(LocoreConfig.preset("tiny")).eval()
+
+
+@pytest.fixture(scope="module")
+def portable(tiny_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "tiny_portable.onnx"
+    return export_onnx(tiny_model, path, flavor="portable")
+
+
+@pytest.fixture(scope="module")
+def plugin(tiny_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "tiny_plugin.onnx"
+    return export_onnx(tiny_model, path, flavor="plugin")
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("ngal", [1, 37, 100])
+def test_portable_matches_torch(tiny_model, portable, batch, ngal):
+    sess = ort.InferenceSession(str(portable.path), providers=["CPUExecutionProvider"])
+    args = example_inputs(tiny_model.config, portable.io, batch, ngal, seed=batch * 1000 + ngal)
+    with torch.no_grad():
+        expected = tiny_model(*args).numpy()
+    (scores,) = sess.run(None, _feeds(portable.io, args))
+    assert scores.shape == (batch, ngal) and scores.dtype == np.float32
+    assert _rel_err(scores, expected) <= 1e-4
+
+
+def test_portable_graph_contract(portable):
+    proto = onnx.load(str(portable.path))
+    ops = {n.op_type for n in proto.graph.node}
+    assert not ops & {"Loop", "Scan", "If", "SelectiveScan"}, ops
+    assert {"CumSum", "Exp", "MatMul"} <= ops
+    assert not proto.functions
+    names = [i.name for i in proto.graph.input]
+    assert names == [s.name for s in portable.io.inputs]
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[2].type.tensor_type.shape.dim]
+    assert dims == ["batch", "num_gallery", 48, 128]
+    cfg, io, flavor = read_onnx_config(portable.path)
+    assert cfg == portable.config and flavor == "portable"
+    assert [i["name"] for i in io["inputs"]] == names
+    onnx.checker.check_model(proto)
+
+
+def test_plugin_graph_contract(plugin):
+    proto = onnx.load(str(plugin.path))
+    scans = [n for n in proto.graph.node if n.op_type == "SelectiveScan"]
+    n_layers = plugin.config.n_layers
+    assert len(scans) == 2 * n_layers  # a forward and a reverse scan per block
+    assert all(n.domain == "locore" for n in scans)
+    assert not any(f.name == "SelectiveScan" for f in proto.functions)
+    for node in scans:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["plugin_version"] == b"1" and attrs["plugin_namespace"] == b""
+        assert attrs["variant"] == b"mamba2" and attrs["dt_softplus"] == 0
+        assert attrs["chunk_size"] == plugin.config.chunk_size
+        assert len(node.input) == len(INPUT_ORDER) - 1  # no z: 7 inputs
+    assert (
+        sorted(
+            onnx.helper.get_attribute_value(a)
+            for n in scans
+            for a in n.attribute
+            if a.name == "reverse"
+        )
+        == [0] * n_layers + [1] * n_layers
+    )
+    assert ("locore", 1) in [(o.domain, o.version) for o in proto.opset_import]
+
+
+@functools.cache
+def _register_python_selective_scan():
+    """A test-only ORT implementation of locore::SelectiveScan (onnxruntime-extensions PyOp)
+    that calls the torch reference; PyOps live in the ai.onnx.contrib domain."""
+    ox = pytest.importorskip("onnxruntime_extensions", reason="needs onnxruntime-extensions")
+    from onnxruntime_extensions import PyCustomOpDef, onnx_op
+
+    @onnx_op(
+        op_type="SelectiveScan",
+        inputs=[PyCustomOpDef.dt_float] * 7,
+        outputs=[PyCustomOpDef.dt_float],
+        attrs={
+            "variant": PyCustomOpDef.dt_string,
+            "dt_softplus": PyCustomOpDef.dt_int64,
+            "reverse": PyCustomOpDef.dt_int64,
+            "chunk_size": PyCustomOpDef.dt_int64,
+            "plugin_version": PyCustomOpDef.dt_string,
+            "plugin_namespace": PyCustomOpDef.dt_string,
+        },
+    )
+    def selective_scan(x, dt, A, B, C, D, dt_bias, **attrs):  # noqa: N803
+        assert attrs["variant"] == "mamba2"
+        t = {
+            k: torch.from_numpy(np.ascontiguousarray(v))
+            for k, v in dict(x=x, dt=dt, A=A, B=B, C=C, D=D, dt_bias=dt_bias).items()
+        }
+        y = selective_scan_ref(
+            **t, dt_softplus=bool(attrs["dt_softplus"]), reverse=bool(attrs["reverse"])
+        )
+        return y.numpy()
+
+    return ox
+
+
+@pytest.mark.parametrize("batch,ngal", [(1, 1), (2, 5)])
+def test_plugin_flavor_in_ort_with_python_op_matches_torch(tiny_model, plugin, batch, ngal):
+    ox = _register_python_selective_scan()
+    proto = onnx.load(str(plugin.path))
+    for node in proto.graph.node:  # PyOps are served from the extensions' domain
+        if node.domain == "locore":
+            node.domain = "ai.onnx.contrib"
+    proto.opset_import.append(onnx.helper.make_opsetid("ai.onnx.contrib", 1))
+    opts = ort.SessionOptions()
+    opts.register_custom_ops_library(ox.get_library_path())
+    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    args = example_inputs(tiny_model.config, plugin.io, batch, ngal, seed=7 + ngal)
+    with torch.no_grad():
+        expected = tiny_model(*args).numpy()
+    (scores,) = sess.run(None, _feeds(plugin.io, args))
+    assert _rel_err(scores, expected) <= 1e-4
+
+
+def test_cli_export_and_config_mismatch(tiny_model, tmp_path, capsys):
+    ckpt = save_checkpoint(tiny_model, tmp_path / "ckpt")
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "--output", str(out)]) == 0
+    assert out.is_file() and "portable flavor" in capsys.readouterr().out
+    other = LocoreConfig.preset("tiny", d_state=8)
+    cfg_path = tmp_path / "other.json"
+    other.save(cfg_path)
+    with pytest.raises(ExportError, match="d_state: config 8 vs checkpoint 16"):
+        export_onnx(ckpt, tmp_path / "x.onnx", config=other)
+    code = main(
+        [
+            "export",
+            "--checkpoint",
+            str(ckpt),
+            "--output",
+            str(tmp_path / "y.onnx"),
+            "--config",
+            str(cfg_path),
+        ]
+    )
+    assert code == 2 and "does not match" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "y.onnx").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    meta = json.loads((ckpt / "config.json").read_text())
+    assert meta["config"]["d_state"] == 16
