@@ -27,6 +27,10 @@ from locore import __version__
 from locore.config import (
     BATCH_DIM,
     GALLERY_DIM,
+    META_CONFIG,
+    META_FLAVOR,
+    META_GRAPH_IO,
+    META_VERSION,
     SCORES,
     TOKEN_LOGITS,
     GraphIO,
@@ -42,10 +46,6 @@ log = logging.getLogger(__name__)
 FLAVORS = ("portable", "plugin")
 DEFAULT_OPSET = 18
 DEFAULT_MAX_GALLERY = 512
-META_CONFIG = "locore.config"
-META_GRAPH_IO = "locore.graph_io"
-META_FLAVOR = "locore.flavor"
-META_VERSION = "locore.version"
 FORBIDDEN_PORTABLE_OPS = ("Loop", "Scan", "If")
 
 
@@ -125,6 +125,20 @@ def _scan_swapped(model: LocoreReranker, scan: ScanFn | None) -> Iterator[None]:
         model.scan = old
 
 
+def _example_gallery(cfg: LocoreConfig) -> int:
+    """A gallery count for tracing whose sequence spans >= 2 chunks and ends mid-chunk.
+
+    torch.export specialises sizes equal to 0 or 1: an example with a single chunk (or no
+    padding) would freeze the chunk count into the graph and break every other G.
+    """
+    g = 3
+    while True:
+        length = cfg.sequence_length(g)
+        if length > 2 * cfg.chunk_size and length % cfg.chunk_size:
+            return g
+        g += 1
+
+
 def _resolve_model(
     model: LocoreReranker | str | Path, config: LocoreConfig | None
 ) -> LocoreReranker:
@@ -170,7 +184,7 @@ def export_onnx(
     cfg = net.config
     gio = graph_io(cfg, with_scales=with_scales, with_token_logits=with_token_logits)
     wrapper = _GraphModule(net, gio).eval()
-    args = example_inputs(cfg, gio)
+    args = example_inputs(cfg, gio, batch=2, num_gallery=_example_gallery(cfg))
     batch = torch.export.Dim(BATCH_DIM, min=1, max=1024)
     ngal = torch.export.Dim(GALLERY_DIM, min=1, max=max_gallery)
     dims = {BATCH_DIM: batch, GALLERY_DIM: ngal}
@@ -275,15 +289,12 @@ def read_onnx_config(path: str | Path) -> tuple[LocoreConfig, dict[str, Any], st
     """(config, graph_io dict, flavor) from an exported file's metadata."""
     import onnx
 
+    from locore.runtime.metadata import parse_model_metadata
+
     proto = onnx.load(str(path), load_external_data=False)
     meta = {p.key: p.value for p in proto.metadata_props}
-    if META_CONFIG not in meta:
-        raise ExportError(f"{path} has no {META_CONFIG} metadata; was it exported by locore-edge?")
-    return (
-        LocoreConfig.from_json(meta[META_CONFIG]),
-        json.loads(meta.get(META_GRAPH_IO, "{}")),
-        meta.get(META_FLAVOR, "?"),
-    )
+    config, io = parse_model_metadata(meta, str(path))
+    return config, io, meta.get(META_FLAVOR, "?")
 
 
 __all__ = [

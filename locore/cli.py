@@ -18,6 +18,10 @@ from locore import __version__
 # name -> (module implementing it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("locore.info", "show presets, installed backends and what is missing"),
+    "build-plugins": (
+        "locore.native",
+        "build the SelectiveScan CPU/CUDA libraries and TensorRT plugin",
+    ),
     "rerank": ("locore.runtime.cli_rerank", "re-rank shortlists with an exported model"),
     "export": ("locore.export.cli", "export a checkpoint to ONNX (portable or plugin flavor)"),
 }

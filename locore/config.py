@@ -171,6 +171,12 @@ GALLERY_GLOBAL = "gallery_global"
 SCORES = "scores"
 TOKEN_LOGITS = "token_logits"
 
+# Keys of the ONNX metadata_props that locore.export writes and locore.runtime reads.
+META_CONFIG = "locore.config"  # LocoreConfig JSON
+META_GRAPH_IO = "locore.graph_io"  # graph_io(...).to_dict() JSON
+META_FLAVOR = "locore.flavor"  # "portable" or "plugin"
+META_VERSION = "locore.version"  # locore-edge version that exported the file
+
 BATCH_DIM = "batch"
 GALLERY_DIM = "num_gallery"
 SEQ_DIM = "seq_len"

@@ -175,3 +175,19 @@ def test_cli_export_and_config_mismatch(tiny_model, tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     meta = json.loads((ckpt / "config.json").read_text())
     assert meta["config"]["d_state"] == 16
+
+
+def test_short_sequences_keep_gallery_dynamic(tmp_path):
+    """Few descriptors per image: a window of G images can be shorter than one chunk. The graph
+    must still accept every G (torch.export freezes sizes that are 1 in the example)."""
+    torch.manual_seed(1)
+    cfg = LocoreConfig.preset("tiny", num_desc=6, desc_dim=8, num_scales=4, n_layers=1)
+    model = LocoreReranker(cfg).eval()
+    res = export_onnx(model, tmp_path / "short.onnx")
+    sess = ort.InferenceSession(str(res.path), providers=["CPUExecutionProvider"])
+    for batch, ngal in [(1, 1), (2, 2), (1, 3), (1, 7), (3, 20)]:
+        args = example_inputs(cfg, res.io, batch, ngal, seed=ngal)
+        with torch.no_grad():
+            expected = model(*args).numpy()
+        (scores,) = sess.run(None, _feeds(res.io, args))
+        assert _rel_err(scores, expected) <= 1e-4, (batch, ngal)
