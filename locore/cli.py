@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "build the SelectiveScan CPU/CUDA libraries and TensorRT plugin",
     ),
     "rerank": ("locore.runtime.cli_rerank", "re-rank shortlists with an exported model"),
+    "train": ("locore.model.cli_train", "train a re-ranker on AMES/LOCORE feature files"),
     "export": ("locore.export.cli", "export a checkpoint to ONNX (portable or plugin flavor)"),
 }
 

@@ -45,6 +45,11 @@ class LocoreConfig:
     n_groups: int = 1  # G of the B/C projections (heads per group = H / n_groups)
     chunk_size: int = 64  # chunk length of the SSD scan (a hint for kernels)
     aggregation: str = "mean"  # how token logits become one score per image
+    # Add to each descriptor token an embedding of its best cosine similarity to the query's
+    # descriptors: a direct matching cue that a fixed-size scan state cannot hold for 48 query
+    # descriptors on its own (see README, "Model").
+    match_features: bool = True
+    match_bins: int = 16
     dropout: float = 0.0
     name: str = "custom"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -78,7 +83,7 @@ class LocoreConfig:
 
         for name in ("desc_dim", "num_desc", "num_scales", "d_model", "n_layers", "n_heads"):
             positive(name)
-        for name in ("expand", "d_state", "n_groups", "chunk_size"):
+        for name in ("expand", "d_state", "n_groups", "chunk_size", "match_bins"):
             positive(name)
         if self.d_inner % self.n_heads:
             raise ConfigError(

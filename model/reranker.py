@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from locore.config import LocoreConfig
@@ -34,6 +35,7 @@ class LocoreReranker(nn.Module):
         self.img_token = nn.Parameter(torch.randn(2, d) * 0.02)
         self.sep_token = nn.Parameter(torch.randn(d) * 0.02)
         self.global_proj = nn.Linear(config.global_dim, d) if config.use_global else None
+        self.match_proj = nn.Linear(config.match_bins, d) if config.match_features else None
         self.layers = nn.ModuleList(BiMamba2Block(config) for _ in range(config.n_layers))
         self.norm_f = RMSNorm(d)
         self.classifier = nn.Linear(d, 1)
@@ -82,6 +84,8 @@ class LocoreReranker(nn.Module):
             self._check("gallery_scale", gallery_scale, (bsz, ngal, nd))
             scale = torch.cat([query_scale[:, None], gallery_scale], dim=1).long()
             tok = tok + self.scale_emb(scale)
+        if self.match_proj is not None:
+            tok = tok + self.match_proj(self.match_embedding(desc, dmask))
         tok = tok * dmask[..., None].to(dtype)
         img = self.img_token[img_type][None].expand(bsz, -1, -1)  # [B, G+1, d]
         if self.global_proj is not None:
@@ -100,6 +104,20 @@ class LocoreReranker(nn.Module):
         tmask = torch.cat([image_valid, dmask, image_valid], dim=2)  # [B, G+1, Nd+2]
         length = (ngal + 1) * cfg.tokens_per_image
         return seq.reshape(bsz, length, -1), tmask.reshape(bsz, length), dmask
+
+    def match_embedding(self, desc: Tensor, dmask: Tensor) -> Tensor:
+        """RBF embedding [B, G+1, Nd, bins] of each descriptor's best cosine similarity to the
+        query's valid descriptors (-1 when the query has none)."""
+        unit = F.normalize(desc.float(), dim=-1, eps=1e-6)  # [B, G+1, Nd, Dl]
+        query = unit[:, 0]  # [B, Nd, Dl]
+        sims = torch.matmul(unit, query[:, None].transpose(-1, -2))  # [B, G+1, Nd, Nd]
+        qvalid = dmask[:, 0][:, None, None, :]  # [B, 1, 1, Nd]
+        best = torch.where(qvalid, sims, torch.full_like(sims, -1.0)).amax(-1)  # [B, G+1, Nd]
+        bins = self.config.match_bins
+        centers = torch.linspace(-1.0, 1.0, bins, device=desc.device)
+        width = 2.0 / (bins - 1) if bins > 1 else 1.0
+        rbf = torch.exp(-(((best[..., None] - centers) / width) ** 2))
+        return rbf.to(desc.dtype)
 
     def aggregate(self, token_logits: Tensor, dmask: Tensor) -> Tensor:
         """Per-image scores [B, G] float32 from token logits [B, L] and descriptor masks."""

@@ -1,0 +1,375 @@
+"""Training with the LOCORE objective on AMES/LOCORE-layout feature files.
+
+Each sample is one query and W images of its shortlist (hard negatives from the top of the
+shortlist, plus ground-truth positives injected when the shortlist lacks them), in a random
+order drawn anew every step. Every token of a gallery image (IMG, its valid descriptors, SEP)
+gets a binary label, 1 when the image is a positive of the query; query tokens are unlabelled;
+junk images are never sampled. The loss is the mean binary cross-entropy over labelled tokens.
+
+Training is resumable: the model, the optimiser and the step are saved (safetensors + JSON, never
+pickles) every ``checkpoint_every`` steps to ``<output>/train_state``; the final checkpoint is a
+normal checkpoint folder (:func:`locore.model.save_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from locore.config import LocoreConfig
+from locore.fileio import atomic_path, atomic_write_text
+from locore.model.checkpoint import save_checkpoint
+from locore.model.reranker import LocoreReranker
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = "train_state"
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a training run (round-trips through JSON)."""
+
+    preset: str = "tiny"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    steps: int = 600
+    batch_size: int = 8
+    window: int = 32  # gallery images per sample
+    shortlist_depth: int = 100  # negatives are drawn from the top of the shortlist
+    min_positives: int = 2  # inject ground-truth positives up to this count per sample
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup: int = 50
+    seed: int = 0
+    checkpoint_every: int = 100
+    threads: int = 0  # torch threads; 0 = torch's default
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training options {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass
+class TrainingData:
+    """In-memory training set: the first Nd local features of every query and database image.
+
+    desc: [N, Nd, Dl] float32, mask: [N, Nd] bool, scale: [N, Nd] int64 (queries: ``q_*``).
+    shortlist_ids: [Nq, K] int64; positives / junk: per query, sets of database ids.
+    """
+
+    q_desc: np.ndarray
+    q_mask: np.ndarray
+    q_scale: np.ndarray
+    db_desc: np.ndarray
+    db_mask: np.ndarray
+    db_scale: np.ndarray
+    shortlist_ids: np.ndarray
+    positives: list[np.ndarray]
+    junk: list[np.ndarray]
+
+    @classmethod
+    def from_files(
+        cls,
+        query_features: str | Path,
+        db_features: str | Path,
+        shortlist: str | Path,
+        ground_truth: str | Path,
+        num_desc: int,
+        allow_pickle: bool = False,
+    ) -> TrainingData:
+        from locore.runtime.features_io import FeatureFile, read_ground_truth, read_shortlist
+
+        with FeatureFile(query_features) as fq, FeatureFile(db_features) as fd:
+            q = fq.read_all(num_desc)
+            d = fd.read_all(num_desc)
+        sl = read_shortlist(shortlist, allow_pickle=allow_pickle)
+        gt = read_ground_truth(ground_truth, allow_pickle=allow_pickle)
+        positives = [np.concatenate([g["easy"], g["hard"]]).astype(np.int64) for g in gt.gnd]
+        junk = [g["junk"].astype(np.int64) for g in gt.gnd]
+        return cls.from_arrays(q, d, sl.ids, positives, junk)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        queries: Any,
+        database: Any,
+        shortlist_ids: np.ndarray,
+        positives: Sequence[np.ndarray],
+        junk: Sequence[np.ndarray],
+    ) -> TrainingData:
+        nq, ndb = len(queries.descriptors), len(database.descriptors)
+        if shortlist_ids.shape[0] != nq or len(positives) != nq:
+            raise ValueError(
+                f"{nq} queries, but the shortlist has {shortlist_ids.shape[0]} rows and the "
+                f"ground truth {len(positives)} entries; they must describe the same queries"
+            )
+        if shortlist_ids.size and shortlist_ids.max() >= ndb:
+            raise ValueError(
+                f"shortlist ids reach {shortlist_ids.max()}, but the database has {ndb} images"
+            )
+        return cls(
+            np.ascontiguousarray(queries.descriptors, dtype=np.float32),
+            np.asarray(queries.mask, dtype=bool),
+            np.asarray(queries.scales, dtype=np.int64),
+            np.ascontiguousarray(database.descriptors, dtype=np.float32),
+            np.asarray(database.mask, dtype=bool),
+            np.asarray(database.scales, dtype=np.int64),
+            np.asarray(shortlist_ids, dtype=np.int64),
+            [np.asarray(p, dtype=np.int64) for p in positives],
+            [np.asarray(j, dtype=np.int64) for j in junk],
+        )
+
+    @property
+    def num_queries(self) -> int:
+        return int(self.q_desc.shape[0])
+
+    def trainable_queries(self) -> np.ndarray:
+        """Queries with at least one positive (others teach nothing)."""
+        return np.array([i for i, p in enumerate(self.positives) if len(p)], dtype=np.int64)
+
+
+def sample_window(
+    data: TrainingData, query: int, cfg: TrainConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(gallery ids [W], labels [W]) for one query, in a fresh random order."""
+    junk = set(data.junk[query].tolist())
+    pos = set(data.positives[query].tolist())
+    cands = [int(i) for i in data.shortlist_ids[query, : cfg.shortlist_depth] if int(i) not in junk]
+    cands = list(dict.fromkeys(cands))[: cfg.window]
+    have = sum(1 for i in cands if i in pos)
+    missing = [p for p in data.positives[query].tolist() if p not in set(cands)]
+    need = min(max(cfg.min_positives - have, 0), len(missing))
+    if need:
+        inject = rng.choice(missing, size=need, replace=False).tolist()
+        negatives_at = [k for k, i in enumerate(cands) if i not in pos]
+        for k, p in zip(reversed(negatives_at), inject, strict=False):
+            cands[k] = int(p)
+        cands += [int(p) for p in inject[len(negatives_at) :]][: cfg.window - len(cands)]
+    ids = np.asarray(cands, dtype=np.int64)
+    ids = ids[rng.permutation(len(ids))]
+    labels = np.array([1.0 if int(i) in pos else 0.0 for i in ids], dtype=np.float32)
+    return ids, labels
+
+
+def make_batch(
+    data: TrainingData, queries: np.ndarray, cfg: TrainConfig, rng: np.random.Generator
+) -> tuple[dict[str, Tensor], Tensor]:
+    """Model inputs and image labels [B, W]; short windows are padded with all-masked images."""
+    samples = [sample_window(data, int(q), cfg, rng) for q in queries]
+    width = max(len(ids) for ids, _ in samples)
+    nd, dl = data.db_desc.shape[1:]
+    bsz = len(queries)
+    g_desc = np.zeros((bsz, width, nd, dl), np.float32)
+    g_mask = np.zeros((bsz, width, nd), bool)
+    g_scale = np.zeros((bsz, width, nd), np.int64)
+    labels = np.zeros((bsz, width), np.float32)
+    for b, (ids, lab) in enumerate(samples):
+        n = len(ids)
+        g_desc[b, :n], g_mask[b, :n], g_scale[b, :n] = (
+            data.db_desc[ids],
+            data.db_mask[ids],
+            data.db_scale[ids],
+        )
+        labels[b, :n] = lab
+    inputs = {
+        "query_desc": torch.from_numpy(data.q_desc[queries]),
+        "query_mask": torch.from_numpy(data.q_mask[queries]),
+        "gallery_desc": torch.from_numpy(g_desc),
+        "gallery_mask": torch.from_numpy(g_mask),
+        "query_scale": torch.from_numpy(data.q_scale[queries]),
+        "gallery_scale": torch.from_numpy(g_scale),
+    }
+    return inputs, torch.from_numpy(labels)
+
+
+def token_loss(model: LocoreReranker, inputs: dict[str, Tensor], labels: Tensor) -> Tensor:
+    """Mean BCE over the valid tokens of gallery images; labels [B, G] per image."""
+    _, token_logits = model(**inputs, return_token_logits=True)
+    _, tmask, _ = model.embed(**inputs)
+    bsz, ngal = labels.shape
+    tpi = model.config.tokens_per_image
+    logits = token_logits.reshape(bsz, ngal + 1, tpi)[:, 1:]
+    valid = tmask.reshape(bsz, ngal + 1, tpi)[:, 1:].float()
+    target = labels[:, :, None].expand_as(logits)
+    loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (loss * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+# ---- resumable state ----------------------------------------------------------------------------
+def _save_state(
+    directory: Path, model: LocoreReranker, opt: torch.optim.Optimizer, meta: dict[str, Any]
+) -> None:
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    opt_state = opt.state_dict()
+    for idx, state in opt_state["state"].items():
+        for key, value in state.items():
+            t = value if isinstance(value, Tensor) else torch.tensor(value)
+            tensors[f"opt.{idx}.{key}"] = t.detach().contiguous().reshape(t.shape)
+    with atomic_path(directory / "state.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    meta = dict(meta, param_groups=opt_state["param_groups"])
+    atomic_write_text(directory / "state.json", json.dumps(meta, indent=2) + "\n")
+
+
+def _load_state(
+    directory: Path, model: LocoreReranker, opt: torch.optim.Optimizer
+) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    meta = json.loads((directory / "state.json").read_text())
+    tensors = load_file(str(directory / "state.safetensors"))
+    model.load_state_dict(
+        {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True
+    )
+    state: dict[int, dict[str, Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("opt."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return meta
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    steps: int
+    losses: list[float]
+    seconds: float
+
+
+def train(
+    data: TrainingData,
+    output: str | Path,
+    cfg: TrainConfig | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    provenance: dict[str, Any] | None = None,
+    stop_at: int | None = None,
+) -> TrainResult:
+    """Train a re-ranker on ``data``; writes a checkpoint folder to ``output``.
+
+    With ``resume`` and a matching ``<output>/train_state``, training continues from there.
+    ``stop_at`` ends this run after that many steps in all (state saved, no final checkpoint),
+    for time-boxed sessions; the next call with ``resume`` goes on.
+    """
+    cfg = cfg or TrainConfig()
+    output = Path(output)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model_cfg = LocoreConfig.preset(
+        cfg.preset,
+        desc_dim=int(data.q_desc.shape[2]),
+        num_desc=int(data.q_desc.shape[1]),
+        **cfg.model_overrides,
+    )
+    scale_max = int(max(data.q_scale.max(initial=0), data.db_scale.max(initial=0)))
+    if scale_max >= model_cfg.num_scales:
+        raise ValueError(
+            f"scale ids reach {scale_max}, but the model has {model_cfg.num_scales} scales; "
+            f"set model_overrides num_scales >= {scale_max + 1}"
+        )
+    torch.manual_seed(cfg.seed)
+    model = LocoreReranker(model_cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    queries = data.trainable_queries()
+    if len(queries) == 0:
+        raise ValueError("no query has a positive in the ground truth: nothing to learn")
+    state_dir = output / STATE_DIR
+    start, losses = 0, []
+    if resume and (state_dir / "state.json").is_file():
+        meta = json.loads((state_dir / "state.json").read_text())
+        if meta.get("train_config") != cfg.to_dict():
+            raise ValueError(
+                f"{state_dir} holds a run with other options; pass resume=False (CLI: "
+                "--no-resume) to start over, or use the same options"
+            )
+        meta = _load_state(state_dir, model, opt)
+        start, losses = int(meta["step"]), list(meta["losses"])
+        log.info("resuming from step %d of %d", start, cfg.steps)
+    model.train()
+    t0 = time.perf_counter()
+    bar = _progress(total=cfg.steps, initial=start, enabled=progress)
+    end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+    for step in range(start, end):
+        rng = np.random.default_rng([cfg.seed, step])  # the same batch whether resumed or not
+        batch_q = rng.choice(queries, size=min(cfg.batch_size, len(queries)), replace=False)
+        inputs, labels = make_batch(data, batch_q, cfg, rng)
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * _lr_factor(step, cfg)
+        loss = token_loss(model, inputs, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(float(loss.item()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        done = step + 1
+        if done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            meta = {"step": done, "losses": losses, "train_config": cfg.to_dict()}
+            _save_state(state_dir, model, opt, meta)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    if end < cfg.steps:
+        meta = {"step": end, "losses": losses, "train_config": cfg.to_dict()}
+        _save_state(state_dir, model, opt, meta)
+        log.info("stopped at step %d of %d; run again to resume", end, cfg.steps)
+        return TrainResult(state_dir, end, losses, seconds)
+    model.eval()
+    extra = {
+        "training": {
+            "train_config": cfg.to_dict(),
+            "steps": cfg.steps,
+            "final_loss_mean20": float(np.mean(losses[-20:])) if losses else None,
+            "seconds_this_run": round(seconds, 1),
+            **(provenance or {}),
+        }
+    }
+    save_checkpoint(model, output, extra=extra)
+    _save_state(
+        state_dir, model, opt, {"step": cfg.steps, "losses": losses, "train_config": cfg.to_dict()}
+    )
+    return TrainResult(output, cfg.steps, losses, seconds)
+
+
+def _lr_factor(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    span = max(cfg.steps - cfg.warmup, 1)
+    return 0.5 * (1.0 + float(np.cos(np.pi * min(step - cfg.warmup, span) / span)))
+
+
+class _NullBar:
+    def update(self, n: int) -> None: ...
+    def set_postfix(self, **kw: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Any:
+    if not enabled:
+        return _NullBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step")
