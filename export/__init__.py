@@ -8,6 +8,7 @@ from locore.deps import require
 require("torch", "locore.export (ONNX export)")
 require("onnx", "locore.export (ONNX export)")
 
+from locore.export.dino_export import DinoExportResult, export_dino_onnx  # noqa: E402
 from locore.export.onnx_export import (  # noqa: E402
     DEFAULT_OPSET,
     FLAVORS,
@@ -20,6 +21,8 @@ from locore.export.onnx_export import (  # noqa: E402
 )
 
 __all__ = [
+    "DinoExportResult",
+    "export_dino_onnx",
     "DEFAULT_OPSET",
     "FLAVORS",
     "ExportError",

@@ -18,6 +18,7 @@ from locore import __version__
 # name -> (module implementing it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("locore.info", "show presets, installed backends and what is missing"),
+    "demo": ("locore.runtime.cli_demo", "run the built-in real-photo re-ranking benchmark"),
     "build-plugins": (
         "locore.native",
         "build the SelectiveScan CPU/CUDA libraries and TensorRT plugin",

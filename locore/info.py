@@ -49,8 +49,7 @@ def collect() -> dict[str, Any]:
     backends = {
         "onnxruntime-cpu": "CPUExecutionProvider" in ort_providers,
         "onnxruntime-cuda": "CUDAExecutionProvider" in ort_providers,
-        "tensorrt": is_available("tensorrt")
-        and (is_available("cuda") or is_available("pycuda")),
+        "tensorrt": is_available("tensorrt") and (is_available("cuda") or is_available("pycuda")),
     }
     return {
         "version": __version__,

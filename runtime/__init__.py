@@ -11,7 +11,7 @@ that needs them.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -50,78 +50,25 @@ _EXPORTS = {
     "fuse_scores": "locore.runtime.rerank",
     "sliding_window_rerank": "locore.runtime.rerank",
     "window_starts": "locore.runtime.rerank",
+    # local features
+    "LocalFeatures": "locore.runtime.features",
+    "Keypoints": "locore.runtime.features",
+    "FeatureExtractor": "locore.runtime.features",
+    "SiftExtractor": "locore.runtime.features",
+    "load_image": "locore.runtime.features",
+    "write_h5": "locore.runtime.features",
+    "Codebook": "locore.runtime.aggregation",
+    "DinoConfig": "locore.runtime.dino",
+    "DinoExtractor": "locore.runtime.dino",
+    "OnnxModel": "locore.runtime.backends.ort",
+    # the demo benchmark
+    "DemoSplit": "locore.runtime.demo_data",
+    "build_demo": "locore.runtime.demo_data",
+    "compute_map": "locore.runtime.demo_data",
+    "run_demo": "locore.runtime.demo",
 }
 
-__all__ = [
-    "BACKEND_KINDS",
-    "Backend",
-    "CONFIG_METADATA_KEY",
-    "FeatureBatch",
-    "FeatureFile",
-    "FeedError",
-    "FormatError",
-    "GRAPH_IO_METADATA_KEY",
-    "GroundTruth",
-    "ORDERS",
-    "OrtBackend",
-    "Packer",
-    "PackingError",
-    "PickleNotAllowedError",
-    "RerankParams",
-    "RerankResult",
-    "Reranker",
-    "Shortlist",
-    "as_feature_batch",
-    "create_backend",
-    "fuse_scores",
-    "read_global_descriptors",
-    "read_ground_truth",
-    "read_model_metadata",
-    "read_shortlist",
-    "sliding_window_rerank",
-    "window_starts",
-    "write_feature_rows",
-    "write_features_h5",
-    "write_global_descriptors",
-    "write_ground_truth",
-    "write_shortlist",
-]
-
-if TYPE_CHECKING:
-    from locore.runtime.backends import BACKEND_KINDS, Backend, FeedError, create_backend
-    from locore.runtime.backends.ort import OrtBackend
-    from locore.runtime.features_io import (
-        FeatureBatch,
-        FeatureFile,
-        FormatError,
-        GroundTruth,
-        PickleNotAllowedError,
-        Shortlist,
-        as_feature_batch,
-        read_global_descriptors,
-        read_ground_truth,
-        read_shortlist,
-        write_feature_rows,
-        write_features_h5,
-        write_global_descriptors,
-        write_ground_truth,
-        write_shortlist,
-    )
-    from locore.runtime.metadata import (
-        CONFIG_METADATA_KEY,
-        GRAPH_IO_METADATA_KEY,
-        read_model_metadata,
-    )
-    from locore.runtime.packing import Packer, PackingError
-    from locore.runtime.rerank import (
-        ORDERS,
-        Reranker,
-        RerankParams,
-        RerankResult,
-        fuse_scores,
-        sliding_window_rerank,
-        window_starts,
-    )
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -39,11 +39,6 @@ needs_photos = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="session")
-def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("demo")
-
-
-@pytest.fixture(scope="session")
 def test_split(demo_cache: Path) -> DemoSplit:
     return build_demo(demo_cache, "test")
 

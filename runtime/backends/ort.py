@@ -11,7 +11,7 @@ import numpy as np
 
 from locore.config import LocoreConfig, TensorSpec
 from locore.deps import MissingDependencyError, require
-from locore.runtime.backends.base import Backend
+from locore.runtime.backends.base import Backend, FeedError, format_shape
 from locore.runtime.metadata import CONFIG_METADATA_KEY, parse_model_metadata
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,40 @@ def _spec(node: Any, descriptions: Mapping[str, str]) -> TensorSpec:
     return TensorSpec(node.name, shape, dtype, descriptions.get(node.name, ""))
 
 
+def open_session(
+    path: str | Path,
+    providers: str | Sequence[str] | None = None,
+    threads: int | None = None,
+) -> Any:
+    """An ``onnxruntime.InferenceSession`` for the ONNX file ``path`` (any model).
+
+    ``providers`` and ``threads`` as for :class:`OrtBackend`. Raises FileNotFoundError for a
+    missing file and RuntimeError, naming the file, when ONNX Runtime cannot load it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model {path} does not exist")
+    ort = require("onnxruntime", "the ONNX Runtime backend")
+    chosen = resolve_providers(providers, ort.get_available_providers())
+    options = ort.SessionOptions()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1 (or None for all cores), got {threads}")
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: ORT's warnings go to stderr, not our logs
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+    except Exception as exc:
+        if "SelectiveScan" in str(exc):
+            raise RuntimeError(
+                f"{path} is the plugin flavor (custom SelectiveScan nodes for the "
+                "TensorRT plugin), which ONNX Runtime cannot run; export the portable flavor "
+                "(`locore export --flavor portable`) or use the TensorRT backend"
+            ) from exc
+        raise RuntimeError(f"ONNX Runtime could not load {path}: {exc}") from exc
+
+
 class OrtBackend(Backend):
     """An ONNX model in an ``onnxruntime.InferenceSession``.
 
@@ -102,29 +136,7 @@ class OrtBackend(Backend):
         config: LocoreConfig | None = None,
     ) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"ONNX model {self.path} does not exist")
-        ort = require("onnxruntime", "the ONNX Runtime backend")
-        chosen = resolve_providers(providers, ort.get_available_providers())
-        options = ort.SessionOptions()
-        if threads is not None:
-            if threads < 1:
-                raise ValueError(f"threads must be >= 1 (or None for all cores), got {threads}")
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only: ORT's warnings go to stderr, not our logs
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), sess_options=options, providers=chosen
-            )
-        except Exception as exc:
-            if "SelectiveScan" in str(exc):
-                raise RuntimeError(
-                    f"{self.path} is the plugin flavor (custom SelectiveScan nodes for the "
-                    "TensorRT plugin), which ONNX Runtime cannot run; export the portable flavor "
-                    "(`locore export --flavor portable`) or use the TensorRT backend"
-                ) from exc
-            raise RuntimeError(f"ONNX Runtime could not load {self.path}: {exc}") from exc
+        self.session = open_session(self.path, providers, threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         if config is None:
             self.config, self.graph_io = parse_model_metadata(meta, str(self.path))
@@ -172,3 +184,86 @@ class OrtBackend(Backend):
 
     def close(self) -> None:
         self.__dict__.pop("session", None)
+
+
+class OnnxModel:
+    """Any ONNX model in ONNX Runtime, by named inputs and outputs (not only re-rankers).
+
+    The small generic runner under the feature extractors (e.g. the DINOv2 one): the session
+    (:func:`open_session`, the same loading as :class:`OrtBackend`), the file's custom metadata,
+    the graph I/O as :class:`~locore.config.TensorSpec` (dynamic dims as strings) and
+    :meth:`run`, which checks names, dtypes and fixed dims before running.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        providers: str | Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.session = open_session(self.path, providers, threads)
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self._inputs = tuple(_spec(n, {}) for n in self.session.get_inputs())
+        self._outputs = tuple(_spec(n, {}) for n in self.session.get_outputs())
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
+
+    def output_specs(self) -> tuple[TensorSpec, ...]:
+        return self._outputs
+
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self._inputs)
+
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self._outputs)
+
+    def check_feeds(self, feeds: Mapping[str, Any]) -> None:
+        """Raise :class:`FeedError` unless ``feeds`` has every input with its dtype and dims."""
+        names = self.input_names()
+        if sorted(feeds) != sorted(names):
+            raise FeedError(f"{self.path} takes inputs {list(names)}, got {list(feeds)}")
+        for spec in self._inputs:
+            array = feeds[spec.name]
+            ok = (
+                isinstance(array, np.ndarray)
+                and array.dtype == np.dtype(spec.dtype)
+                and array.ndim == len(spec.shape)
+                and all(
+                    isinstance(dim, str) or dim == size
+                    for dim, size in zip(spec.shape, array.shape, strict=False)
+                )
+            )
+            if not ok:
+                got = (
+                    f"{format_shape(array.shape)} {array.dtype}"
+                    if isinstance(array, np.ndarray)
+                    else type(array).__name__
+                )
+                raise FeedError(
+                    f"{self.path}: input {spec.name} must be {format_shape(spec.shape)} "
+                    f"{spec.dtype}, got {got}"
+                )
+
+    def run(
+        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run the model: ``feeds`` by input name -> the requested outputs (all by default)."""
+        self.check_feeds(feeds)
+        names = list(self.output_names() if outputs is None else outputs)
+        values = self.session.run(names, dict(feeds))
+        return dict(zip(names, values, strict=True))
+
+    def close(self) -> None:
+        self.__dict__.pop("session", None)
+
+    def __enter__(self) -> OnnxModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
