@@ -30,39 +30,7 @@ def _selective_scan_op(
     C: Tensor,
     D: Tensor,
     dt_bias: Tensor,
-    dt_softplus: int,
-    reverse: int,
-    chunk_size: int,
-) -> Tensor:
-    return selective_scan_chunked(
-        x,
-        dt,
-        A,
-        B,
-        C,
-        D=D,
-        dt_bias=dt_bias,
-        dt_softplus=bool(dt_softplus),
-        reverse=bool(reverse),
-        chunk_size=chunk_size,
-    )
-
-
-@_selective_scan_op.register_fake
-def _(x, dt, A, B, C, D, dt_bias, dt_softplus, reverse, chunk_size):  # noqa: N803
-    return torch.empty_like(x)
-
-
-@torch.library.custom_op("locore::selective_scan_gated", mutates_args=())
-def _selective_scan_gated_op(
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor,
-    dt_bias: Tensor,
-    z: Tensor,
+    z: Tensor | None,
     dt_softplus: int,
     reverse: int,
     chunk_size: int,
@@ -82,7 +50,7 @@ def _selective_scan_gated_op(
     )
 
 
-@_selective_scan_gated_op.register_fake
+@_selective_scan_op.register_fake
 def _(x, dt, A, B, C, D, dt_bias, z, dt_softplus, reverse, chunk_size):  # noqa: N803
     return torch.empty_like(x)
 
@@ -108,11 +76,11 @@ def plugin_scan(
     D = D if D is not None else x.new_zeros(heads)
     dt_bias = dt_bias if dt_bias is not None else x.new_zeros(heads)
     D, dt_bias, A = D.to(x.dtype), dt_bias.to(x.dtype), A.to(x.dtype)
-    args = (x, dt.to(x.dtype), A, B.to(x.dtype), C.to(x.dtype), D, dt_bias)
-    flags = (int(dt_softplus), int(reverse), int(chunk_size))
-    if z is None:
-        return _selective_scan_op(*args, *flags)
-    return _selective_scan_gated_op(*args, z.to(x.dtype), *flags)
+    z = None if z is None else z.to(x.dtype)
+    return _selective_scan_op(
+        x, dt.to(x.dtype), A, B.to(x.dtype), C.to(x.dtype), D, dt_bias, z,
+        int(dt_softplus), int(reverse), int(chunk_size),
+    )  # fmt: skip
 
 
 def register_onnx_schema() -> None:
@@ -165,17 +133,8 @@ def translation_table() -> dict:
             plugin_namespace=PLUGIN_NAMESPACE,
         )
 
-    def scan(x, dt, A, B, C, D, dt_bias, dt_softplus: int, reverse: int, chunk_size: int):  # noqa: N803
-        return selective_scan(
-            x, dt, A, B, C, D, dt_bias, **_attrs(dt_softplus, reverse, chunk_size)
-        )
+    def scan(x, dt, A, B, C, D, dt_bias, z, dt_softplus: int, reverse: int, chunk_size: int):  # noqa: N803
+        inputs = (x, dt, A, B, C, D, dt_bias) + (() if z is None else (z,))
+        return selective_scan(*inputs, **_attrs(dt_softplus, reverse, chunk_size))
 
-    def scan_gated(x, dt, A, B, C, D, dt_bias, z, dt_softplus: int, reverse: int, chunk_size: int):  # noqa: N803
-        return selective_scan(
-            x, dt, A, B, C, D, dt_bias, z, **_attrs(dt_softplus, reverse, chunk_size)
-        )
-
-    return {
-        torch.ops.locore.selective_scan.default: scan,
-        torch.ops.locore.selective_scan_gated.default: scan_gated,
-    }
+    return {torch.ops.locore.selective_scan.default: scan}

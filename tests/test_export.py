@@ -191,3 +191,27 @@ def test_short_sequences_keep_gallery_dynamic(tmp_path):
             expected = model(*args).numpy()
         (scores,) = sess.run(None, _feeds(res.io, args))
         assert _rel_err(scores, expected) <= 1e-4, (batch, ngal)
+
+
+def test_plugin_node_with_z_has_eight_inputs(tmp_path):
+    """The gated scan (optional z) exports as one node with z as its 8th input."""
+    from locore.export.scan_op import plugin_scan, translation_table
+
+    class Gated(torch.nn.Module):
+        def forward(self, x, dt, B, C, z):
+            A = -torch.ones(x.shape[2])
+            return plugin_scan(x=x, dt=dt, A=A, B=B, C=C, z=z, reverse=True, chunk_size=16)
+
+    g = torch.Generator().manual_seed(0)
+    x, z = torch.randn(2, 40, 4, 8, generator=g), torch.randn(2, 40, 4, 8, generator=g)
+    dt = torch.rand(2, 40, 4, generator=g) * 0.2
+    B, C = torch.randn(2, 40, 1, 8, generator=g), torch.randn(2, 40, 1, 8, generator=g)
+    program = torch.onnx.export(
+        Gated(), (x, dt, B, C, z), dynamo=True, custom_translation_table=translation_table()
+    )
+    nodes = [n for n in program.model_proto.graph.node if n.op_type == "SelectiveScan"]
+    assert len(nodes) == 1 and len(nodes[0].input) == 8
+    with torch.no_grad():
+        eager = Gated()(x, dt, B, C, z)
+    ref = selective_scan_ref(x, dt, -torch.ones(4), B, C, D=torch.zeros(4), z=z, reverse=True)
+    torch.testing.assert_close(eager, ref, rtol=6e-4, atol=2e-3)
