@@ -213,6 +213,12 @@ def build_plugins(
             "`cmake` is not on PATH; install them (e.g. `apt-get install cmake g++` or "
             "`pip install cmake`) and retry"
         )
+    compilers = [os.environ.get("CXX", ""), "c++", "g++", "clang++", "cl"]
+    if not any(c and shutil.which(c) for c in compilers):
+        raise NativeLibraryError(
+            "building the native kernels needs a C++17 compiler, and none was found ($CXX, c++, "
+            "g++, clang++); install one (e.g. `apt-get install g++`) or set CXX, and retry"
+        )
     src = plugins_source_dir()
     out = Path(build_dir).expanduser() if build_dir is not None else default_build_dir()
     out.mkdir(parents=True, exist_ok=True)
