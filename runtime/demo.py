@@ -249,7 +249,8 @@ def _timed_per_query(fn: Callable[[int], np.ndarray], num: int, progress: bool, 
 def export_for_demo(checkpoint: Path, cache: Path) -> Path:
     """The portable ONNX of ``checkpoint``, exported on first use (needs torch) and cached."""
     weights = (checkpoint / "model.safetensors").read_bytes()
-    key = hashlib.sha256(weights + (checkpoint / "config.json").read_bytes()).hexdigest()[:12]
+    config = json.loads((checkpoint / "config.json").read_text())["config"]  # not "extra"
+    key = hashlib.sha256(weights + json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
     path = cache / "models" / f"{checkpoint.name}-{key}-portable.onnx"
     if path.is_file():
         return path

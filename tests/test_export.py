@@ -207,7 +207,7 @@ def test_plugin_node_with_z_has_eight_inputs(tmp_path):
     dt = torch.rand(2, 40, 4, generator=g) * 0.2
     B, C = torch.randn(2, 40, 1, 8, generator=g), torch.randn(2, 40, 1, 8, generator=g)
     program = torch.onnx.export(
-        Gated(), (x, dt, B, C, z), dynamo=True, custom_translation_table=translation_table()
+        Gated().eval(), (x, dt, B, C, z), dynamo=True, custom_translation_table=translation_table()
     )
     nodes = [n for n in program.model_proto.graph.node if n.op_type == "SelectiveScan"]
     assert len(nodes) == 1 and len(nodes[0].input) == 8
