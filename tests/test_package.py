@@ -84,3 +84,22 @@ def test_no_generic_top_level_modules_installed():
     import locore.runtime
 
     assert locore.runtime.__name__ == "locore.runtime"
+
+
+def test_every_python_folder_is_packaged():
+    """A non-editable install gets exactly the packages pyproject lists: none may be missing."""
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib", reason="Python >= 3.11 reads pyproject.toml")
+
+    root = Path(__file__).resolve().parent.parent
+    tool = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(tool["packages"])
+    found = set()
+    for name, folder in tool["package-dir"].items():
+        for init in (root / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(root / folder).parts
+            found.add(".".join((name, *rel)))
+    assert found == listed, f"missing from pyproject packages: {sorted(found - listed)}"
+    for pattern in tool["package-data"]["locore"]:
+        assert list((root / "locore").glob(pattern)), pattern
