@@ -232,3 +232,35 @@ def test_features_module_does_not_import_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_extracted_features_feed_locore_rerank(
+    tmp_path: Path, extractor: SiftExtractor, images: list[np.ndarray]
+) -> None:
+    """Extractor -> HDF5 (DESIGN.md section 8) -> `locore rerank` with a real ONNX model."""
+    import cv2
+
+    from locore.cli import main
+    from locore.runtime.features import write_h5
+    from locore.runtime.features_io import write_shortlist
+    from tests.onnx_toy import build_toy_reranker, toy_config
+
+    # Database: the images and a rotated copy of image 0; query: image 0 itself.
+    db = [*images, cv2.rotate(images[0], cv2.ROTATE_90_CLOCKWISE)]
+    q_feats, db_feats = extractor.extract_many(images[:1]), extractor.extract_many(db)
+    write_h5(tmp_path / "q.h5", q_feats)
+    write_h5(tmp_path / "db.h5", db_feats)
+    sims = np.stack([f.global_desc for f in db_feats]) @ q_feats[0].global_desc
+    order = np.argsort(sims)  # worst first: the re-ranker has to do the work
+    write_shortlist(tmp_path / "nn.npy", sims[order][None], order[None])
+    model = build_toy_reranker(tmp_path / "m.onnx", toy_config(desc_dim=DL, num_desc=ND,
+                                                                num_scales=S))  # fmt: skip
+    args = ["rerank", "--query-features", str(tmp_path / "q.h5"), "--db-features",
+            str(tmp_path / "db.h5"), "--shortlist", str(tmp_path / "nn.npy"), "--model",
+            str(model), "--output", str(tmp_path / "ranks.npy"), "--window", "4", "--stride",
+            "2", "--alpha", "0"]  # fmt: skip
+    assert main(args) == 0
+    ranks = np.load(tmp_path / "ranks.npy")
+    assert ranks.shape == (1, len(db)) and sorted(ranks[0].tolist()) == list(range(len(db)))
+    # The query's own image and its rotated copy win on local descriptors alone.
+    assert set(ranks[0, :2].tolist()) == {0, len(db) - 1}
