@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +137,9 @@ class OrtBackend(Backend):
         config: LocoreConfig | None = None,
     ) -> None:
         self.path = Path(path)
-        self.session = open_session(self.path, providers, threads)
-        meta = self.session.get_modelmeta().custom_metadata_map
+        self.model = OnnxModel(self.path, providers, threads)
+        self.session = self.model.session
+        meta = self.model.metadata
         if config is None:
             self.config, self.graph_io = parse_model_metadata(meta, str(self.path))
         else:  # the caller's config wins; the recorded graph I/O is still used if present
@@ -151,8 +153,12 @@ class OrtBackend(Backend):
             for spec in self.graph_io.get(key, [])
             if isinstance(spec, dict)
         }
-        self._inputs = tuple(_spec(n, descriptions) for n in self.session.get_inputs())
-        self._outputs = tuple(_spec(n, descriptions) for n in self.session.get_outputs())
+        self._inputs = tuple(
+            replace(s, description=descriptions.get(s.name, "")) for s in self.model.input_specs()
+        )
+        self._outputs = tuple(
+            replace(s, description=descriptions.get(s.name, "")) for s in self.model.output_specs()
+        )
         self.check_contract()
         recorded = [
             str(s.get("name")) for s in self.graph_io.get("inputs", []) if isinstance(s, dict)
@@ -164,12 +170,12 @@ class OrtBackend(Backend):
                 list(self.input_names()),
                 recorded,
             )
-        log.debug("%s\nproviders: %s", self.describe(), self.session.get_providers())
+        log.debug("%s\nproviders: %s", self.describe(), self.model.providers)
 
     @property
     def providers(self) -> list[str]:
         """The providers the session actually uses, in priority order."""
-        return list(self.session.get_providers())
+        return self.model.providers
 
     def input_specs(self) -> tuple[TensorSpec, ...]:
         return self._inputs
@@ -178,11 +184,10 @@ class OrtBackend(Backend):
         return self._outputs
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = list(self.output_names())
-        values = self.session.run(names, dict(feeds))
-        return dict(zip(names, values, strict=True))
+        return self.model.run(feeds)
 
     def close(self) -> None:
+        self.model.close()
         self.__dict__.pop("session", None)
 
 
