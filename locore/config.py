@@ -10,7 +10,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 AGGREGATIONS = ("start", "end", "mean", "max")
 SCAN_VARIANTS = ("mamba2", "mamba1")
@@ -23,8 +23,51 @@ class ConfigError(ValueError):
     """A configuration file or value is not what the model expects."""
 
 
+_C = TypeVar("_C", bound="JsonConfig")
+
+
+class JsonConfig:
+    """Base of the config dataclasses: a JSON round trip with clear errors.
+
+    ``from_dict`` refuses unknown keys (a file from a newer version, or a typo) with ``error``.
+    """
+
+    error: ClassVar[type[Exception]] = ConfigError
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[_C], data: dict[str, Any]) -> _C:
+        what = cls.__name__
+        if not isinstance(data, dict):
+            raise cls.error(f"a {what} must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise cls.error(
+                f"unknown {what} keys {unknown}; known keys are {sorted(known)}. "
+                "Was this written by a newer locore-edge?"
+            )
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise cls.error(f"invalid {what}: {exc}") from exc
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls: type[_C], text: str) -> _C:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise cls.error(f"{cls.__name__} is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+
 @dataclass
-class LocoreConfig:
+class LocoreConfig(JsonConfig):
     """Hyper-parameters of a LOCORE-Mamba re-ranker.
 
     The sequence the model reads for one query and G gallery images is
@@ -101,36 +144,6 @@ class LocoreConfig:
             raise ConfigError("use_global=True needs global_dim >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LocoreConfig:
-        if not isinstance(data, dict):
-            raise ConfigError(f"a LOCORE config must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown config keys {unknown}; known keys are {sorted(known)}. "
-                "Was this file written by a newer locore-edge?"
-            )
-        try:
-            return cls(**data)
-        except TypeError as exc:  # pragma: no cover - dataclass init errors are rare
-            raise ConfigError(f"invalid config: {exc}") from exc
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> LocoreConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"config is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
 
     def save(self, path: str | Path) -> None:
         from locore.fileio import atomic_write_text

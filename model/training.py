@@ -13,7 +13,6 @@ normal checkpoint folder (:func:`locore.model.save_checkpoint`).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from locore.config import LocoreConfig
+from locore.config import JsonConfig, LocoreConfig
 from locore.fileio import atomic_path, atomic_write_text
 from locore.model.checkpoint import save_checkpoint
 from locore.model.reranker import LocoreReranker
@@ -38,7 +37,9 @@ STATE_DIR = "train_state"
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(JsonConfig):
+    error = ValueError
+
     """Hyper-parameters of a training run (round-trips through JSON)."""
 
     preset: str = "tiny"
@@ -54,17 +55,6 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 100
     threads: int = 0  # torch threads; 0 = torch's default
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training options {unknown}; known: {sorted(known)}")
-        return cls(**data)
 
 
 @dataclass

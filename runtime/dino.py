@@ -23,7 +23,6 @@ Weights are never downloaded: build the module, call ``load_weights`` with files
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -33,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from locore.config import BATCH_DIM, META_VERSION, TensorSpec
+from locore.config import BATCH_DIM, META_VERSION, JsonConfig, TensorSpec
 from locore.deps import require
 from locore.runtime.features import (
     FeatureError,
@@ -70,13 +69,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
-class DinoConfig:
+class DinoConfig(JsonConfig):
     """Shapes of a DINOv2-with-registers backbone + AMES-style detector (JSON round-trip).
 
     The defaults are ViT-B/14 with 4 registers (``facebook/dinov2-with-registers-base``) at
     224 x 224 (16 x 16 = 256 patches), 768-d descriptors as in AMES, and the 48 strongest
     patches per image (LOCORE reads the first 48).
     """
+
+    error = FeatureError
 
     hidden_size: int = 768
     num_layers: int = 12
@@ -138,26 +139,6 @@ class DinoConfig:
                 f"{self.image_size} x {self.image_size} image with patch {self.patch_size}; "
                 "lower num_desc or raise image_size"
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DinoConfig:
-        if not isinstance(data, dict):
-            raise FeatureError(f"a DinoConfig must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FeatureError(f"unknown DinoConfig keys {unknown}; known keys are {sorted(known)}")
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str) -> DinoConfig:
-        return cls.from_dict(json.loads(text))
 
 
 def dino_graph_io(config: DinoConfig) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:

@@ -160,7 +160,7 @@ def test_config_json_round_trip_and_presets():
         assert cfg.head_dim * cfg.n_heads == cfg.d_inner
     with pytest.raises(ConfigError, match="unknown preset"):
         LocoreConfig.preset("huge")
-    with pytest.raises(ConfigError, match="unknown config keys"):
+    with pytest.raises(ConfigError, match="unknown LocoreConfig keys"):
         LocoreConfig.from_dict({"d_model": 8, "wings": 2})
     with pytest.raises(ConfigError, match="divisible"):
         LocoreConfig(d_model=10, n_heads=3)
