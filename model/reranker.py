@@ -100,10 +100,16 @@ class LocoreReranker(nn.Module):
             img = img + self.global_proj(glob)
         sep = self.sep_token.to(dtype).expand(bsz, ngal + 1, 1, -1)
         seq = torch.cat([img[:, :, None], tok, sep], dim=2)  # [B, G+1, Nd+2, d]
+        length = (ngal + 1) * cfg.tokens_per_image
+        return seq.reshape(bsz, length, -1), self.token_mask(dmask), dmask
+
+    @staticmethod
+    def token_mask(dmask: Tensor) -> Tensor:
+        """Token validity [B, L] from descriptor masks [B, G+1, Nd] (query first): IMG and SEP
+        tokens are valid when their image has at least one valid descriptor."""
         image_valid = dmask.any(dim=-1, keepdim=True)  # [B, G+1, 1]
         tmask = torch.cat([image_valid, dmask, image_valid], dim=2)  # [B, G+1, Nd+2]
-        length = (ngal + 1) * cfg.tokens_per_image
-        return seq.reshape(bsz, length, -1), tmask.reshape(bsz, length), dmask
+        return tmask.reshape(dmask.shape[0], -1)
 
     def match_embedding(self, desc: Tensor, dmask: Tensor) -> Tensor:
         """RBF embedding [B, G+1, Nd, bins] of each descriptor's best cosine similarity to the

@@ -193,7 +193,8 @@ def make_batch(
 def token_loss(model: LocoreReranker, inputs: dict[str, Tensor], labels: Tensor) -> Tensor:
     """Mean BCE over the valid tokens of gallery images; labels [B, G] per image."""
     _, token_logits = model(**inputs, return_token_logits=True)
-    _, tmask, _ = model.embed(**inputs)
+    dmask = torch.cat([inputs["query_mask"][:, None], inputs["gallery_mask"]], dim=1).bool()
+    tmask = model.token_mask(dmask)
     bsz, ngal = labels.shape
     tpi = model.config.tokens_per_image
     logits = token_logits.reshape(bsz, ngal + 1, tpi)[:, 1:]
