@@ -16,15 +16,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from locore.runtime.aggregation import Codebook, color_histogram, mean_pool
-from locore.runtime.demo_data import (
-    build_demo,
-    compute_map,
-    default_cache_dir,
-    rank_by_similarity,
-    recall_at_k,
-)
-from locore.runtime.features import Keypoints, SiftExtractor, load_image
+from locore.runtime.demo.dataset import build_demo, default_cache_dir
+from locore.runtime.global_descriptors import Codebook, color_histogram, mean_pool
+from locore.runtime.images import load_image
+from locore.runtime.metrics import compute_map, recall_at_k
+from locore.runtime.shortlist import search_shortlist
+from locore.runtime.sift import Keypoints, SiftExtractor
 
 KS = (10, 50, 100)
 
@@ -84,7 +81,7 @@ def main() -> None:
         t0 = time.perf_counter()
         vecs = np.stack([fn(k, im) for k, im in zip(test_kps, test_images, strict=True)])
         ms = 1000 * (time.perf_counter() - t0) / len(vecs)
-        ranks = rank_by_similarity(vecs[:nq], vecs[nq:])
+        ranks = search_shortlist(vecs[:nq], vecs[nq:], len(vecs) - nq).ids
         rec = recall_at_k(ranks, test.gnd, KS)
         m_ap, mp = compute_map(ranks, test.gnd, (10,))
         results[name] = (rec, m_ap)

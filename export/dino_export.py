@@ -1,9 +1,9 @@
 """torch -> ONNX for the DINOv2 local-feature model (:class:`locore.model.dino.DinoLocalFeatures`).
 
 One input ``image [batch, 3, S, S]`` (batch dynamic, S fixed) and the five outputs of
-:func:`locore.runtime.dino.dino_graph_io`; the top-k selection is an ONNX ``TopK``. The metadata
+:func:`locore.config.dino_graph_io`; the top-k selection is an ONNX ``TopK``. The metadata
 says what the file is (``locore.kind = dino_local_features``) and carries the
-:class:`~locore.runtime.dino.DinoConfig` JSON and the graph I/O, which
+:class:`~locore.config.DinoConfig` JSON and the graph I/O, which
 :class:`locore.runtime.dino.DinoExtractor` reads.
 """
 
@@ -21,11 +21,17 @@ from typing import Any
 import torch
 
 from locore import __version__
-from locore.config import BATCH_DIM
+from locore.config import (
+    BATCH_DIM,
+    DINO_OUTPUT_NAMES,
+    IMAGE,
+    DinoConfig,
+    dino_graph_io,
+    dino_metadata,
+)
 from locore.export.onnx_export import DEFAULT_OPSET, ExportError, op_counts
 from locore.fileio import atomic_path
 from locore.model.dino import DinoLocalFeatures
-from locore.runtime.dino import IMAGE, OUTPUT_NAMES, DinoConfig, dino_graph_io, dino_metadata
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +99,7 @@ def export_dino_onnx(
         module = module.with_image_size(image_size)
     module = module.eval()
     cfg = module.config
-    inputs, outputs = dino_graph_io(cfg)
+    io = dino_graph_io(cfg)
     example = torch.randn(_TRACE_BATCH, 3, cfg.image_size, cfg.image_size)
     batch = torch.export.Dim(BATCH_DIM, min=1, max=max_batch)
     log.info(
@@ -110,7 +116,7 @@ def export_dino_onnx(
             (example,),
             dynamo=True,
             input_names=[IMAGE],
-            output_names=list(OUTPUT_NAMES),
+            output_names=list(DINO_OUTPUT_NAMES),
             opset_version=opset,
             dynamic_shapes=({0: batch},),
             optimize=True,
@@ -119,7 +125,7 @@ def export_dino_onnx(
     if program is None:  # pragma: no cover - dynamo=True always returns a program
         raise ExportError("torch.onnx.export returned no program")
     proto = program.model_proto
-    _name_batch_dims(proto, {s.name: s.shape for s in (*inputs, *outputs)})
+    _name_batch_dims(proto, {s.name: s.shape for s in (*io.inputs, *io.outputs)})
     del proto.metadata_props[:]
     for key, value in dino_metadata(cfg, __version__).items():
         proto.metadata_props.add(key=key, value=value)

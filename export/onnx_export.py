@@ -294,11 +294,31 @@ def read_onnx_config(path: str | Path) -> tuple[LocoreConfig, dict[str, Any], st
     proto = onnx.load(str(path), load_external_data=False)
     meta = {p.key: p.value for p in proto.metadata_props}
     config, io = parse_model_metadata(meta, str(path))
-    return config, io, meta.get(META_FLAVOR, "?")
+    return config, (io.to_dict() if io is not None else {}), meta.get(META_FLAVOR, "?")
+
+
+def cached_export(checkpoint: str | Path, cache_dir: str | Path, flavor: str = "portable") -> Path:
+    """The ONNX of a checkpoint folder, exported on first use into ``cache_dir`` and reused.
+
+    The file name holds a digest of the weights and the model config
+    (:func:`locore.checkpoint_format.checkpoint_digest`), so a changed checkpoint is re-exported;
+    the checkpoint's ``extra`` (fusion, training recipe) does not change it.
+    """
+    from locore.checkpoint_format import checkpoint_digest
+
+    checkpoint = Path(checkpoint)
+    if flavor not in FLAVORS:
+        raise ExportError(f"flavor must be one of {FLAVORS}, got {flavor!r}")
+    path = Path(cache_dir) / f"{checkpoint.name}-{checkpoint_digest(checkpoint)}-{flavor}.onnx"
+    if not path.is_file():
+        log.info("exporting %s to %s (first use)", checkpoint, path)
+        export_onnx(checkpoint, path, flavor=flavor)
+    return path
 
 
 __all__ = [
     "DEFAULT_OPSET",
+    "cached_export",
     "FLAVORS",
     "SCORES",
     "ExportError",

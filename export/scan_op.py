@@ -2,9 +2,9 @@
 
 The plugin flavor of the ONNX export swaps the model's scan for :func:`plugin_scan`; eagerly it
 computes :func:`~locore.model.selective_scan_chunked`, and the exporter's translation table turns
-each call into a single node in domain ``locore`` with the attributes of DESIGN.md §4. Inputs
-follow the plugin's fixed order: x, dt, A, B, C, D, dt_bias[, z] (D and dt_bias are zeros when
-the model has none, so the node always has 7 or 8 inputs).
+each call into a single node whose domain, op type, input order and attributes are those of
+:mod:`locore.scan_spec` (D and dt_bias are zeros when the model has none, so the node always has
+7 inputs, or 8 with the gate z).
 """
 
 from __future__ import annotations
@@ -12,13 +12,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from locore import scan_spec as spec
 from locore.model.selective_scan import selective_scan_chunked
 
-DOMAIN = "locore"
-OP_TYPE = "SelectiveScan"
-PLUGIN_VERSION = "1"
-PLUGIN_NAMESPACE = ""
-INPUT_ORDER = ("x", "dt", "A", "B", "C", "D", "dt_bias", "z")
+# ONNX tensor types of the spec's numpy dtype names.
+_ONNX_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)"}
 
 
 @torch.library.custom_op("locore::selective_scan", mutates_args=())
@@ -84,34 +82,37 @@ def plugin_scan(
 
 
 def register_onnx_schema() -> None:
-    """Register the ``locore::SelectiveScan`` schema with onnx (once), so that the exporter can
-    build the node and ``onnx.checker`` can check it. Mirrors the plugin's contract."""
+    """Register the ``locore::SelectiveScan`` schema (from :mod:`locore.scan_spec`) with onnx,
+    once, so that the exporter can build the node and ``onnx.checker`` can check it."""
     import onnx
     from onnx.defs import OpSchema
 
-    if onnx.defs.has(OP_TYPE, DOMAIN):
+    if onnx.defs.has(spec.OP_TYPE, spec.DOMAIN):
         return
+    if not all(t.same_dtype_as_x for t in spec.INPUTS):  # pragma: no cover - a future version
+        raise NotImplementedError("the schema below gives every input the dtype T of x")
     fp = OpSchema.FormalParameter
-    inputs = [fp(name, "T") for name in INPUT_ORDER[:-1]]
-    inputs.append(fp("z", "T", param_option=OpSchema.FormalParameterOption.Optional))
-    attr = OpSchema.Attribute
-    string, integer = OpSchema.AttrType.STRING, OpSchema.AttrType.INT
+    optional = OpSchema.FormalParameterOption.Optional
+    inputs = [
+        fp(t.name, "T", param_option=optional) if t.optional else fp(t.name, "T")
+        for t in spec.INPUTS
+    ]
+    attr_types = {"string": OpSchema.AttrType.STRING, "int": OpSchema.AttrType.INT}
+    attributes = [
+        OpSchema.Attribute(a.name, attr_types[a.type], a.description, required=a.required)
+        for a in spec.ATTRIBUTES
+    ]
     schema = OpSchema(
-        OP_TYPE,
-        DOMAIN,
-        1,
+        spec.OP_TYPE,
+        spec.DOMAIN,
+        spec.OPSET_VERSION,
         "Selective state-space scan (DESIGN.md section 3); y has the shape and type of x.",
         inputs=inputs,
-        outputs=[fp("y", "T")],
-        type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "FP32 or FP16 I/O")],
-        attributes=[
-            attr("variant", string, "mamba2 or mamba1", required=True),
-            attr("dt_softplus", integer, "apply softplus to dt + dt_bias", required=True),
-            attr("reverse", integer, "run the recurrence from the last token", required=True),
-            attr("chunk_size", integer, "chunk length hint for kernels", required=True),
-            attr("plugin_version", string, "TensorRT plugin version", required=False),
-            attr("plugin_namespace", string, "TensorRT plugin namespace", required=False),
+        outputs=[fp(spec.OUTPUT.name, "T")],
+        type_constraints=[
+            ("T", [_ONNX_TYPES[d] for d in spec.IO_DTYPES], "the I/O dtype, that of x")
         ],
+        attributes=attributes,
     )
     onnx.defs.register_schema(schema)
 
@@ -121,20 +122,13 @@ def translation_table() -> dict:
     import onnxscript
 
     register_onnx_schema()
-    selective_scan = onnxscript.values.Opset(DOMAIN, 1)[OP_TYPE]
-
-    def _attrs(dt_softplus: int, reverse: int, chunk_size: int) -> dict:
-        return dict(
-            variant="mamba2",
-            dt_softplus=int(dt_softplus),
-            reverse=int(reverse),
-            chunk_size=int(chunk_size),
-            plugin_version=PLUGIN_VERSION,
-            plugin_namespace=PLUGIN_NAMESPACE,
-        )
+    selective_scan = onnxscript.values.Opset(spec.DOMAIN, spec.OPSET_VERSION)[spec.OP_TYPE]
 
     def scan(x, dt, A, B, C, D, dt_bias, z, dt_softplus: int, reverse: int, chunk_size: int):  # noqa: N803
         inputs = (x, dt, A, B, C, D, dt_bias) + (() if z is None else (z,))
-        return selective_scan(*inputs, **_attrs(dt_softplus, reverse, chunk_size))
+        attrs = spec.node_attributes(
+            variant="mamba2", dt_softplus=dt_softplus, reverse=reverse, chunk_size=chunk_size
+        )
+        return selective_scan(*inputs, **attrs)
 
     return {torch.ops.locore.selective_scan.default: scan}

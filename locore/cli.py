@@ -1,8 +1,7 @@
-"""The ``locore`` command: a thin layer over the library API.
+"""The ``locore`` command: parses the command line and dispatches to :mod:`locore.commands`.
 
-Each subcommand lives in the module that implements it; that module exposes
-``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their
-command runs, so ``locore --version`` and ``locore info`` never import torch.
+Known errors (bad input, missing file, missing package) print one line and exit 2;
+``--verbose`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -14,19 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from locore import __version__
+from locore.commands import COMMANDS
 
-# name -> (module implementing it, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "info": ("locore.info", "show presets, installed backends and what is missing"),
-    "demo": ("locore.runtime.cli_demo", "run the built-in real-photo re-ranking benchmark"),
-    "build-plugins": (
-        "locore.native",
-        "build the SelectiveScan CPU/CUDA libraries and TensorRT plugin",
-    ),
-    "rerank": ("locore.runtime.cli_rerank", "re-rank shortlists with an exported model"),
-    "train": ("locore.model.cli_train", "train a re-ranker on AMES/LOCORE feature files"),
-    "export": ("locore.export.cli", "export a checkpoint to ONNX (portable or plugin flavor)"),
-}
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,11 @@
-"""Shared configuration: model hyper-parameters and the graph I/O contract.
+"""Shared configuration: model hyper-parameters, graph I/O contracts and ONNX metadata keys.
 
-This module is the one source of truth for every shape and name that export and runtime share.
-It imports only the standard library, so the torch-free runtime can read it.
+This module is the one source of truth for every shape and name that export and runtime share:
+the re-ranker (:class:`LocoreConfig`, :func:`graph_io`), the DINOv2 local-feature model
+(:class:`DinoConfig`, :func:`dino_graph_io`, :func:`dino_metadata`), the typed graph I/O
+(:class:`TensorSpec`, :class:`GraphIO`, both with a JSON round trip) and every ``locore.*`` key
+of the ONNX ``metadata_props``. It imports only the standard library, so the torch-free runtime
+can read it.
 """
 
 from __future__ import annotations
@@ -189,15 +193,24 @@ GALLERY_GLOBAL = "gallery_global"
 SCORES = "scores"
 TOKEN_LOGITS = "token_logits"
 
-# Keys of the ONNX metadata_props that locore.export writes and locore.runtime reads.
-META_CONFIG = "locore.config"  # LocoreConfig JSON
-META_GRAPH_IO = "locore.graph_io"  # graph_io(...).to_dict() JSON
-META_FLAVOR = "locore.flavor"  # "portable" or "plugin"
-META_VERSION = "locore.version"  # locore-edge version that exported the file
+# ---- ONNX metadata_props keys (every one that locore.export writes and locore.runtime reads) --
+META_CONFIG = "locore.config"  # LocoreConfig JSON (re-rankers)
+META_GRAPH_IO = "locore.graph_io"  # graph_io(...).to_dict() JSON (re-rankers)
+META_FLAVOR = "locore.flavor"  # "portable" or "plugin" (re-rankers)
+META_VERSION = "locore.version"  # locore-edge version that exported the file (every model)
+# Feature models carry a kind and their own keys; the re-ranker's ``locore.config`` key is
+# deliberately not used, so a feature model is never mistaken for a re-ranker.
+META_KIND = "locore.kind"  # what the file is, e.g. DINO_KIND
+META_DINO_CONFIG = "locore.dino_config"  # DinoConfig JSON (also in DINOv2 weight files)
+META_DINO_GRAPH_IO = "locore.dino_graph_io"  # dino_graph_io(...).to_dict() JSON
+DINO_KIND = "dino_local_features"  # META_KIND of a DINOv2 local-feature model
 
 BATCH_DIM = "batch"
 GALLERY_DIM = "num_gallery"
 SEQ_DIM = "seq_len"
+
+# dtypes a TensorSpec may carry: numpy dtype names, and "float" for the engine's float dtype.
+SPEC_DTYPES = ("float", "float32", "float16", "float64", "bool", "int64", "int32", "int8", "uint8")
 
 
 @dataclass(frozen=True)
@@ -221,9 +234,48 @@ class TensorSpec:
             "description": self.description,
         }
 
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "a tensor spec") -> TensorSpec:
+        """The inverse of :meth:`to_dict`; :class:`ConfigError` naming ``where`` on bad data."""
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"{where} must be a JSON object with name, shape, dtype and description, "
+                f"got {type(data).__name__}"
+            )
+        known = ("name", "shape", "dtype", "description")
+        unknown = sorted(set(data) - set(known))
+        missing = [k for k in known[:3] if k not in data]
+        if unknown or missing:
+            raise ConfigError(
+                f"{where} has keys {sorted(data)}; expected {list(known)} (missing {missing}, "
+                f"unknown {unknown}). Was it written by a different locore-edge version?"
+            )
+        name, shape, dtype = data["name"], data["shape"], data["dtype"]
+        description = data.get("description", "")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where}: name must be a non-empty string, got {name!r}")
+        where = f"{where} {name!r}"
+        if not isinstance(shape, list) or not all(_is_dim(d) for d in shape):
+            raise ConfigError(
+                f"{where}: shape must be a list of sizes >= 0 and dynamic-dim names, got {shape!r}"
+            )
+        if dtype not in SPEC_DTYPES:
+            raise ConfigError(f"{where}: dtype must be one of {list(SPEC_DTYPES)}, got {dtype!r}")
+        if not isinstance(description, str):
+            raise ConfigError(f"{where}: description must be a string, got {description!r}")
+        return cls(name, tuple(shape), dtype, description)
+
+
+def _is_dim(dim: Any) -> bool:
+    if isinstance(dim, str):
+        return bool(dim)
+    return isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0
+
 
 @dataclass(frozen=True)
 class GraphIO:
+    """The named, typed inputs and outputs of a graph, in graph order."""
+
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
@@ -233,11 +285,48 @@ class GraphIO:
                 return spec
         raise KeyError(f"graph has no input {name!r}; inputs are {[s.name for s in self.inputs]}")
 
+    def output(self, name: str) -> TensorSpec:
+        for spec in self.outputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(
+            f"graph has no output {name!r}; outputs are {[s.name for s in self.outputs]}"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "inputs": [s.to_dict() for s in self.inputs],
             "outputs": [s.to_dict() for s in self.outputs],
         }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> GraphIO:
+        """The inverse of :meth:`to_dict` (e.g. the ``locore.graph_io`` metadata JSON).
+
+        Raises :class:`ConfigError` unless ``data`` is ``{"inputs": [...], "outputs": [...]}``
+        of valid tensor specs with distinct names.
+        """
+        if not isinstance(data, dict) or sorted(data) != ["inputs", "outputs"]:
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise ConfigError(
+                f"graph I/O must be a JSON object with exactly the keys 'inputs' and 'outputs', "
+                f"got {got}"
+            )
+        specs: dict[str, tuple[TensorSpec, ...]] = {}
+        for role in ("inputs", "outputs"):
+            items = data[role]
+            if not isinstance(items, list):
+                raise ConfigError(
+                    f"graph I/O {role!r} must be a list of tensor specs, got {type(items).__name__}"
+                )
+            specs[role] = tuple(
+                TensorSpec.from_dict(item, f"graph I/O {role}[{i}]") for i, item in enumerate(items)
+            )
+        names = [s.name for s in (*specs["inputs"], *specs["outputs"])]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"graph I/O names must be distinct; {repeated} appear more than once")
+        return cls(specs["inputs"], specs["outputs"])
 
 
 def graph_io(
@@ -275,3 +364,113 @@ def graph_io(
             TensorSpec(TOKEN_LOGITS, (b, SEQ_DIM), "float32", "one logit per sequence token")
         )
     return GraphIO(tuple(inputs), tuple(outputs))
+
+
+# ---- DINOv2 local-feature model: config and graph I/O (torch module, exporter, extractor) ------
+# Graph I/O names of an exported DINOv2 feature model (S = image_size, Nd = num_desc).
+IMAGE = "image"  # [batch, 3, S, S] float32, RGB, ImageNet mean/std normalised
+DESCRIPTORS = "descriptors"  # [batch, Nd, desc_dim] float32, L2 norm 1, strongest patch first
+WEIGHTS = "weights"  # [batch, Nd] float32, softplus detector weight, descending
+XY = "xy"  # [batch, Nd, 2] float32, patch centre (x / width, y / height) in [0, 1]
+SCALES = "scales"  # [batch, Nd] int64, scale id (0: single scale)
+GLOBAL_DESC = "global_desc"  # [batch, hidden_size] float32, CLS token, L2 norm 1
+DINO_OUTPUT_NAMES = (DESCRIPTORS, WEIGHTS, XY, SCALES, GLOBAL_DESC)
+
+
+@dataclass
+class DinoConfig(JsonConfig):
+    """Shapes of a DINOv2-with-registers backbone + AMES-style detector (JSON round-trip).
+
+    The defaults are ViT-B/14 with 4 registers (``facebook/dinov2-with-registers-base``) at
+    224 x 224 (16 x 16 = 256 patches), 768-d descriptors as in AMES, and the 48 strongest
+    patches per image (LOCORE reads the first 48).
+    """
+
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    mlp_ratio: int = 4
+    patch_size: int = 14
+    image_size: int = 224
+    num_registers: int = 4
+    layer_norm_eps: float = 1e-6
+    desc_dim: int = 768
+    num_desc: int = 48
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def grid(self) -> int:
+        """Patches per side."""
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid * self.grid
+
+    @property
+    def global_dim(self) -> int:
+        return self.hidden_size
+
+    def validate(self) -> None:
+        for name in (
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "mlp_ratio",
+            "patch_size",
+            "image_size",
+            "desc_dim",
+            "num_desc",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"DinoConfig.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.num_registers, int) or self.num_registers < 0:
+            raise ConfigError(f"DinoConfig.num_registers must be >= 0, got {self.num_registers}")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_heads "
+                f"({self.num_heads})"
+            )
+        if self.image_size % self.patch_size:
+            raise ConfigError(
+                f"image_size ({self.image_size}) must be a multiple of patch_size "
+                f"({self.patch_size}), e.g. {self.grid * self.patch_size} or "
+                f"{(self.grid + 1) * self.patch_size}"
+            )
+        if self.num_desc > self.num_patches:
+            raise ConfigError(
+                f"num_desc ({self.num_desc}) exceeds the {self.num_patches} patches of a "
+                f"{self.image_size} x {self.image_size} image with patch {self.patch_size}; "
+                "lower num_desc or raise image_size"
+            )
+
+
+def dino_graph_io(config: DinoConfig) -> GraphIO:
+    """The I/O contract of an exported DINOv2 feature model for ``config``; ``batch`` is dynamic.
+
+    image [B, 3, S, S] float32 -> descriptors [B, Nd, Dl], weights [B, Nd], xy [B, Nd, 2]
+    (all float32), scales [B, Nd] int64, global_desc [B, hidden_size] float32.
+    """
+    b, s, nd = BATCH_DIM, config.image_size, config.num_desc
+    inputs = (TensorSpec(IMAGE, (b, 3, s, s), "float32", "RGB, ImageNet mean/std normalised"),)
+    outputs = (
+        TensorSpec(DESCRIPTORS, (b, nd, config.desc_dim), "float32", "L2-normalised, best first"),
+        TensorSpec(WEIGHTS, (b, nd), "float32", "detector weight (softplus), descending"),
+        TensorSpec(XY, (b, nd, 2), "float32", "patch centre in [0, 1], (x, y)"),
+        TensorSpec(SCALES, (b, nd), "int64", "scale id (0: single scale)"),
+        TensorSpec(GLOBAL_DESC, (b, config.hidden_size), "float32", "CLS token, L2-normalised"),
+    )
+    return GraphIO(inputs, outputs)
+
+
+def dino_metadata(config: DinoConfig, version: str) -> dict[str, str]:
+    """The ``metadata_props`` an exported DINOv2 feature model carries."""
+    return {
+        META_KIND: DINO_KIND,
+        META_DINO_CONFIG: config.to_json(),
+        META_DINO_GRAPH_IO: json.dumps(dino_graph_io(config).to_dict()),
+        META_VERSION: version,
+    }

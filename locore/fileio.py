@@ -1,12 +1,15 @@
-"""Atomic file writes: a reader never sees a half-written file, a failure leaves none behind."""
+"""Atomic file writes (a reader never sees a half-written file, a failure leaves none behind)
+and the pickle policy: pickles are loaded only with the caller's explicit permission."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -40,3 +43,33 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ---- pickles ----------------------------------------------------------------------------------
+PICKLE_SUFFIXES = (".pkl", ".pickle")
+
+
+class PickleNotAllowedError(ValueError):
+    """A pickle was about to be loaded without the caller's explicit permission."""
+
+
+def load_pickle(path: str | Path, allow_pickle: bool, what: str) -> Any:
+    """The object pickled in ``path`` (``what`` names it in errors), if ``allow_pickle``.
+
+    Loading a pickle can execute arbitrary code, so without ``allow_pickle`` this raises
+    :class:`PickleNotAllowedError` (the CLI's ``--allow-pickle`` sets it).
+    """
+    if not allow_pickle:
+        raise PickleNotAllowedError(
+            f"{path} is a pickle ({what}); loading a pickle can execute arbitrary code, so it is "
+            "refused by default. If you trust the file, pass allow_pickle=True (CLI: "
+            "--allow-pickle), or convert it once to .npy"
+        )
+    with open(path, "rb") as handle:
+        return pickle.load(handle)
+
+
+def atomic_write_pickle(path: str | Path, obj: Any) -> None:
+    """Pickle ``obj`` to ``path`` (highest protocol), atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        pickle.dump(obj, handle, protocol=pickle.HIGHEST_PROTOCOL)

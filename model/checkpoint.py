@@ -1,23 +1,21 @@
-"""Checkpoints: a folder with ``model.safetensors`` and ``config.json``. Never unpickles."""
+"""Checkpoints: a folder with ``model.safetensors`` and ``config.json`` (layout and JSON part:
+:mod:`locore.checkpoint_format`). Never unpickles."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from locore.config import ConfigError, LocoreConfig
-from locore.fileio import atomic_path, atomic_write_text
+from locore.checkpoint_format import (
+    FORMAT,
+    FORMAT_VERSION,
+    WEIGHTS_FILE,
+    CheckpointError,
+    read_checkpoint_config,
+    write_checkpoint_meta,
+)
+from locore.fileio import atomic_path
 from locore.model.reranker import LocoreReranker
-
-FORMAT = "locore-edge-checkpoint"
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder is missing, corrupt, or does not match its config."""
 
 
 def save_checkpoint(
@@ -37,44 +35,8 @@ def save_checkpoint(
         save_file(
             state, str(tmp), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)}
         )
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "config": model.config.to_dict(),
-        "extra": extra or {},
-    }
-    atomic_write_text(directory / CONFIG_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_checkpoint_meta(directory, model.config, extra)
     return directory
-
-
-def read_checkpoint_config(directory: str | Path) -> tuple[LocoreConfig, dict[str, Any]]:
-    """The config and the ``extra`` dict of a checkpoint folder, without loading weights."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"checkpoint folder {directory} does not exist")
-    path = directory / CONFIG_FILE
-    if not path.is_file():
-        raise CheckpointError(
-            f"{directory} has no {CONFIG_FILE}; a checkpoint folder holds {CONFIG_FILE} and "
-            f"{WEIGHTS_FILE} written by locore.model.save_checkpoint"
-        )
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a locore-edge checkpoint config (format != {FORMAT})")
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format version {version!r}; this locore-edge reads version "
-            f"{FORMAT_VERSION}. Upgrade locore-edge or re-export the checkpoint."
-        )
-    try:
-        config = LocoreConfig.from_dict(meta.get("config"))  # type: ignore[arg-type]
-    except ConfigError as exc:
-        raise CheckpointError(f"{path}: {exc}") from exc
-    return config, dict(meta.get("extra") or {})
 
 
 def load_checkpoint(directory: str | Path, map_location: str = "cpu") -> LocoreReranker:

@@ -7,7 +7,7 @@ ViT-B/14, 4 registers) + :class:`AmesDetectorHead` on its patch tokens:
 - weight branch: ReLU -> 1x1 conv -> softplus -> ``[B, N]`` detector weights;
 
 and keeps the ``num_desc`` patches with the highest weights (see
-:mod:`locore.runtime.dino` for the outputs, which the exported ONNX file shares).
+:func:`locore.config.dino_graph_io` for the outputs, which the exported ONNX file shares).
 
 Weights (never downloaded; needs ``pip install 'locore-edge[dino]'``)::
 
@@ -40,10 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from locore.config import META_DINO_CONFIG, DinoConfig
 from locore.deps import MissingDependencyError, require
 from locore.fileio import atomic_path
 from locore.model.checkpoint import CheckpointError
-from locore.runtime.dino import META_DINO_CONFIG, DinoConfig
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class DinoLocalFeatures(nn.Module):
     """DINOv2-with-registers backbone + AMES-style detector -> top-``num_desc`` patches.
 
     Args:
-        config: shapes (:class:`~locore.runtime.dino.DinoConfig`; default ViT-B/14, 4 registers,
+        config: shapes (:class:`~locore.config.DinoConfig`; default ViT-B/14, 4 registers,
             224 px, 768-d descriptors, 48 patches per image).
         attn_implementation: transformers attention backend, ``"sdpa"`` (default) or ``"eager"``.
 

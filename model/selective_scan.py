@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-VARIANTS = ("mamba2", "mamba1")
+from locore.scan_spec import VARIANTS
 
 
 def _state_dtype(x: Tensor) -> torch.dtype:

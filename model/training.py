@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from locore.config import JsonConfig, LocoreConfig
+from locore.config import GALLERY_MASK, QUERY_MASK, JsonConfig, LocoreConfig
 from locore.fileio import atomic_path, atomic_write_text
 from locore.model.checkpoint import save_checkpoint
 from locore.model.reranker import LocoreReranker
+from locore.progress import progress_bar
+from locore.runtime.local_features import LocalFeatures
+from locore.runtime.packing import Packer
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +41,9 @@ STATE_DIR = "train_state"
 
 @dataclass
 class TrainConfig(JsonConfig):
-    error = ValueError
-
     """Hyper-parameters of a training run (round-trips through JSON)."""
+
+    error = ValueError
 
     preset: str = "tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -61,16 +64,12 @@ class TrainConfig(JsonConfig):
 class TrainingData:
     """In-memory training set: the first Nd local features of every query and database image.
 
-    desc: [N, Nd, Dl] float32, mask: [N, Nd] bool, scale: [N, Nd] int64 (queries: ``q_*``).
-    shortlist_ids: [Nq, K] int64; positives / junk: per query, sets of database ids.
+    queries: LocalFeatures [Nq, Nd, ...]; database: LocalFeatures [Ndb, Nd, ...];
+    shortlist_ids: [Nq, K] int64; positives / junk: per query, arrays of database ids.
     """
 
-    q_desc: np.ndarray
-    q_mask: np.ndarray
-    q_scale: np.ndarray
-    db_desc: np.ndarray
-    db_mask: np.ndarray
-    db_scale: np.ndarray
+    queries: LocalFeatures
+    database: LocalFeatures
     shortlist_ids: np.ndarray
     positives: list[np.ndarray]
     junk: list[np.ndarray]
@@ -85,7 +84,9 @@ class TrainingData:
         num_desc: int,
         allow_pickle: bool = False,
     ) -> TrainingData:
-        from locore.runtime.features_io import FeatureFile, read_ground_truth, read_shortlist
+        from locore.runtime.ames import FeatureFile
+        from locore.runtime.ground_truth import read_ground_truth
+        from locore.runtime.shortlist import read_shortlist
 
         with FeatureFile(query_features) as fq, FeatureFile(db_features) as fd:
             q = fq.read_all(num_desc)
@@ -99,13 +100,20 @@ class TrainingData:
     @classmethod
     def from_arrays(
         cls,
-        queries: Any,
-        database: Any,
+        queries: LocalFeatures,
+        database: LocalFeatures,
         shortlist_ids: np.ndarray,
         positives: Sequence[np.ndarray],
         junk: Sequence[np.ndarray],
     ) -> TrainingData:
-        nq, ndb = len(queries.descriptors), len(database.descriptors)
+        """From batches of query and database features ([N, Nd, ...] each) and the labels."""
+        for role, feats in (("queries", queries), ("database", database)):
+            if feats.descriptors.ndim != 3:
+                raise ValueError(
+                    f"{role} must be a batch of features [N, Nd, Dl], got descriptors "
+                    f"{list(feats.descriptors.shape)}"
+                )
+        nq, ndb = len(queries), len(database)
         if shortlist_ids.shape[0] != nq or len(positives) != nq:
             raise ValueError(
                 f"{nq} queries, but the shortlist has {shortlist_ids.shape[0]} rows and the "
@@ -116,12 +124,8 @@ class TrainingData:
                 f"shortlist ids reach {shortlist_ids.max()}, but the database has {ndb} images"
             )
         return cls(
-            np.ascontiguousarray(queries.descriptors, dtype=np.float32),
-            np.asarray(queries.mask, dtype=bool),
-            np.asarray(queries.scales, dtype=np.int64),
-            np.ascontiguousarray(database.descriptors, dtype=np.float32),
-            np.asarray(database.mask, dtype=bool),
-            np.asarray(database.scales, dtype=np.int64),
+            queries,
+            database,
             np.asarray(shortlist_ids, dtype=np.int64),
             [np.asarray(p, dtype=np.int64) for p in positives],
             [np.asarray(j, dtype=np.int64) for j in junk],
@@ -129,7 +133,11 @@ class TrainingData:
 
     @property
     def num_queries(self) -> int:
-        return int(self.q_desc.shape[0])
+        return len(self.queries)
+
+    @property
+    def num_db_images(self) -> int:
+        return len(self.database)
 
     def trainable_queries(self) -> np.ndarray:
         """Queries with at least one positive (others teach nothing)."""
@@ -160,40 +168,37 @@ def sample_window(
 
 
 def make_batch(
-    data: TrainingData, queries: np.ndarray, cfg: TrainConfig, rng: np.random.Generator
+    data: TrainingData,
+    queries: np.ndarray,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    packer: Packer,
 ) -> tuple[dict[str, Tensor], Tensor]:
-    """Model inputs and image labels [B, W]; short windows are padded with all-masked images."""
+    """Model inputs (``packer``'s feeds as tensors) and image labels [B, W].
+
+    Windows shorter than the longest of the batch are padded with all-masked images.
+    """
     samples = [sample_window(data, int(q), cfg, rng) for q in queries]
     width = max(len(ids) for ids, _ in samples)
-    nd, dl = data.db_desc.shape[1:]
     bsz = len(queries)
-    g_desc = np.zeros((bsz, width, nd, dl), np.float32)
-    g_mask = np.zeros((bsz, width, nd), bool)
-    g_scale = np.zeros((bsz, width, nd), np.int64)
+    gallery_ids = np.zeros((bsz, width), np.int64)
+    real = np.zeros((bsz, width), bool)  # False: a padding image
     labels = np.zeros((bsz, width), np.float32)
     for b, (ids, lab) in enumerate(samples):
-        n = len(ids)
-        g_desc[b, :n], g_mask[b, :n], g_scale[b, :n] = (
-            data.db_desc[ids],
-            data.db_mask[ids],
-            data.db_scale[ids],
-        )
-        labels[b, :n] = lab
-    inputs = {
-        "query_desc": torch.from_numpy(data.q_desc[queries]),
-        "query_mask": torch.from_numpy(data.q_mask[queries]),
-        "gallery_desc": torch.from_numpy(g_desc),
-        "gallery_mask": torch.from_numpy(g_mask),
-        "query_scale": torch.from_numpy(data.q_scale[queries]),
-        "gallery_scale": torch.from_numpy(g_scale),
-    }
+        gallery_ids[b, : len(ids)] = ids
+        real[b, : len(ids)] = True
+        labels[b, : len(ids)] = lab
+    gallery = data.database[gallery_ids]  # [B, W, Nd, ...]
+    gallery = replace(gallery, mask=gallery.mask & real[..., None])
+    feeds = packer.pack(data.queries[queries], gallery)
+    inputs = {name: torch.from_numpy(value) for name, value in feeds.items()}
     return inputs, torch.from_numpy(labels)
 
 
 def token_loss(model: LocoreReranker, inputs: dict[str, Tensor], labels: Tensor) -> Tensor:
     """Mean BCE over the valid tokens of gallery images; labels [B, G] per image."""
     _, token_logits = model(**inputs, return_token_logits=True)
-    dmask = torch.cat([inputs["query_mask"][:, None], inputs["gallery_mask"]], dim=1).bool()
+    dmask = torch.cat([inputs[QUERY_MASK][:, None], inputs[GALLERY_MASK]], dim=1).bool()
     tmask = model.token_mask(dmask)
     bsz, ngal = labels.shape
     tpi = model.config.tokens_per_image
@@ -271,11 +276,11 @@ def train(
         torch.set_num_threads(cfg.threads)
     model_cfg = LocoreConfig.preset(
         cfg.preset,
-        desc_dim=int(data.q_desc.shape[2]),
-        num_desc=int(data.q_desc.shape[1]),
+        desc_dim=data.queries.desc_dim,
+        num_desc=data.queries.num_desc,
         **cfg.model_overrides,
     )
-    scale_max = int(max(data.q_scale.max(initial=0), data.db_scale.max(initial=0)))
+    scale_max = int(max(data.queries.scales.max(initial=0), data.database.scales.max(initial=0)))
     if scale_max >= model_cfg.num_scales:
         raise ValueError(
             f"scale ids reach {scale_max}, but the model has {model_cfg.num_scales} scales; "
@@ -283,6 +288,7 @@ def train(
         )
     torch.manual_seed(cfg.seed)
     model = LocoreReranker(model_cfg)
+    packer = Packer(model_cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     queries = data.trainable_queries()
     if len(queries) == 0:
@@ -301,12 +307,14 @@ def train(
         log.info("resuming from step %d of %d", start, cfg.steps)
     model.train()
     t0 = time.perf_counter()
-    bar = _progress(total=cfg.steps, initial=start, enabled=progress)
+    bar = progress_bar(
+        total=cfg.steps, initial=start, desc="train", unit="step", enabled=progress, leave=True
+    )
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     for step in range(start, end):
         rng = np.random.default_rng([cfg.seed, step])  # the same batch whether resumed or not
         batch_q = rng.choice(queries, size=min(cfg.batch_size, len(queries)), replace=False)
-        inputs, labels = make_batch(data, batch_q, cfg, rng)
+        inputs, labels = make_batch(data, batch_q, cfg, rng, packer)
         for group in opt.param_groups:
             group["lr"] = cfg.lr * _lr_factor(step, cfg)
         loss = token_loss(model, inputs, labels)
@@ -350,17 +358,3 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
         return (step + 1) / cfg.warmup
     span = max(cfg.steps - cfg.warmup, 1)
     return 0.5 * (1.0 + float(np.cos(np.pi * min(step - cfg.warmup, span) / span)))
-
-
-class _NullBar:
-    def update(self, n: int) -> None: ...
-    def set_postfix(self, **kw: Any) -> None: ...
-    def close(self) -> None: ...
-
-
-def _progress(total: int, initial: int, enabled: bool) -> Any:
-    if not enabled:
-        return _NullBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc="train", unit="step")

@@ -6,9 +6,11 @@ and softplus detector weights; the ``num_desc`` patches with the highest weights
 local features (patch centres as xy, scale id 0), the CLS token its global descriptor.
 
 The torch module is :class:`locore.model.dino.DinoLocalFeatures`; it is exported with
-:func:`locore.export.dino_export.export_dino_onnx`. This module holds what both sides share
-(:class:`DinoConfig`, graph I/O names, the ONNX metadata keys) and :class:`DinoExtractor`, which
-runs the exported file with ONNX Runtime. Graph I/O (``S = image_size``)::
+:func:`locore.export.dino_export.export_dino_onnx`. What both sides share
+(:class:`~locore.config.DinoConfig`, :func:`~locore.config.dino_graph_io`, the graph I/O names
+and the ONNX metadata keys) lives in :mod:`locore.config`; this module holds the preprocessing
+and :class:`DinoExtractor`, which runs the exported file in the generic ONNX Runtime runner
+(:class:`~locore.runtime.backends.ort.OrtRunner`). Graph I/O (``S = image_size``)::
 
     image:       [batch, 3, S, S] float32    RGB, ImageNet mean/std normalised
     descriptors: [batch, Nd, Dl] float32     L2 norm 1, strongest patch first
@@ -23,148 +25,40 @@ Weights are never downloaded: build the module, call ``load_weights`` with files
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from locore.config import BATCH_DIM, META_VERSION, JsonConfig, TensorSpec
-from locore.deps import require
-from locore.runtime.features import (
-    FeatureError,
-    ImageInput,
-    LocalFeatures,
-    _progress,
-    load_image,
+from locore.config import (
+    DESCRIPTORS,
+    DINO_KIND,
+    GLOBAL_DESC,
+    IMAGE,
+    META_DINO_CONFIG,
+    META_KIND,
+    SCALES,
+    WEIGHTS,
+    XY,
+    ConfigError,
+    DinoConfig,
+    LocoreConfig,
+    dino_graph_io,
 )
+from locore.deps import require
+from locore.progress import progress_bar
+from locore.runtime.images import ImageInput, load_image
+from locore.runtime.local_features import FeatureError, LocalFeatures
 
 if TYPE_CHECKING:
-    from locore.config import LocoreConfig
-    from locore.runtime.backends.ort import OnnxModel
+    from locore.runtime.backends.ort import OrtRunner
 
 log = logging.getLogger(__name__)
 
-# Graph I/O names, shared by export and runtime.
-IMAGE = "image"
-DESCRIPTORS = "descriptors"
-WEIGHTS = "weights"
-XY = "xy"
-SCALES = "scales"
-GLOBAL_DESC = "global_desc"
-OUTPUT_NAMES = (DESCRIPTORS, WEIGHTS, XY, SCALES, GLOBAL_DESC)
-
-# ONNX metadata keys (the re-ranker's ``locore.config`` key is deliberately not used, so a
-# feature model is never mistaken for a re-ranker).
-META_KIND = "locore.kind"
-META_DINO_CONFIG = "locore.dino_config"
-META_DINO_GRAPH_IO = "locore.dino_graph_io"
-DINO_KIND = "dino_local_features"
-
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass
-class DinoConfig(JsonConfig):
-    """Shapes of a DINOv2-with-registers backbone + AMES-style detector (JSON round-trip).
-
-    The defaults are ViT-B/14 with 4 registers (``facebook/dinov2-with-registers-base``) at
-    224 x 224 (16 x 16 = 256 patches), 768-d descriptors as in AMES, and the 48 strongest
-    patches per image (LOCORE reads the first 48).
-    """
-
-    error = FeatureError
-
-    hidden_size: int = 768
-    num_layers: int = 12
-    num_heads: int = 12
-    mlp_ratio: int = 4
-    patch_size: int = 14
-    image_size: int = 224
-    num_registers: int = 4
-    layer_norm_eps: float = 1e-6
-    desc_dim: int = 768
-    num_desc: int = 48
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    @property
-    def grid(self) -> int:
-        """Patches per side."""
-        return self.image_size // self.patch_size
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid * self.grid
-
-    @property
-    def global_dim(self) -> int:
-        return self.hidden_size
-
-    def validate(self) -> None:
-        for name in (
-            "hidden_size",
-            "num_layers",
-            "num_heads",
-            "mlp_ratio",
-            "patch_size",
-            "image_size",
-            "desc_dim",
-            "num_desc",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise FeatureError(f"DinoConfig.{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.num_registers, int) or self.num_registers < 0:
-            raise FeatureError(f"DinoConfig.num_registers must be >= 0, got {self.num_registers}")
-        if self.hidden_size % self.num_heads:
-            raise FeatureError(
-                f"hidden_size ({self.hidden_size}) must be divisible by num_heads "
-                f"({self.num_heads})"
-            )
-        if self.image_size % self.patch_size:
-            raise FeatureError(
-                f"image_size ({self.image_size}) must be a multiple of patch_size "
-                f"({self.patch_size}), e.g. {self.grid * self.patch_size} or "
-                f"{(self.grid + 1) * self.patch_size}"
-            )
-        if self.num_desc > self.num_patches:
-            raise FeatureError(
-                f"num_desc ({self.num_desc}) exceeds the {self.num_patches} patches of a "
-                f"{self.image_size} x {self.image_size} image with patch {self.patch_size}; "
-                "lower num_desc or raise image_size"
-            )
-
-
-def dino_graph_io(config: DinoConfig) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """(inputs, outputs) of an exported DINOv2 feature model; ``batch`` is dynamic."""
-    b, s, nd = BATCH_DIM, config.image_size, config.num_desc
-    inputs = (TensorSpec(IMAGE, (b, 3, s, s), "float32", "RGB, ImageNet mean/std normalised"),)
-    outputs = (
-        TensorSpec(DESCRIPTORS, (b, nd, config.desc_dim), "float32", "L2-normalised, best first"),
-        TensorSpec(WEIGHTS, (b, nd), "float32", "detector weight (softplus), descending"),
-        TensorSpec(XY, (b, nd, 2), "float32", "patch centre in [0, 1], (x, y)"),
-        TensorSpec(SCALES, (b, nd), "int64", "scale id (0: single scale)"),
-        TensorSpec(GLOBAL_DESC, (b, config.hidden_size), "float32", "CLS token, L2-normalised"),
-    )
-    return inputs, outputs
-
-
-def dino_metadata(config: DinoConfig, version: str) -> dict[str, str]:
-    """The ``metadata_props`` an exported DINOv2 feature model carries."""
-    inputs, outputs = dino_graph_io(config)
-    io = {"inputs": [s.to_dict() for s in inputs], "outputs": [s.to_dict() for s in outputs]}
-    return {
-        META_KIND: DINO_KIND,
-        META_DINO_CONFIG: config.to_json(),
-        META_DINO_GRAPH_IO: json.dumps(io),
-        META_VERSION: version,
-    }
 
 
 def preprocess(image: ImageInput, image_size: int) -> np.ndarray:
@@ -190,13 +84,13 @@ def preprocess(image: ImageInput, image_size: int) -> np.ndarray:
 class DinoExtractor:
     """DINOv2 + AMES-style detector features from an exported ONNX file, in ONNX Runtime.
 
-    Implements :class:`~locore.runtime.features.FeatureExtractor` like ``SiftExtractor``:
+    Implements :class:`~locore.runtime.local_features.FeatureExtractor` like ``SiftExtractor``:
     every image gives ``num_desc`` valid local features (the strongest patches; no padding),
     scale id 0 (``num_scales = 1``) and a ``hidden_size``-d global descriptor (the CLS token).
 
     Args:
         model: path of a file written by ``locore.export.dino_export.export_dino_onnx``.
-        providers, threads: as for :class:`~locore.runtime.backends.ort.OrtBackend`.
+        providers, threads: as for :class:`~locore.runtime.backends.ort.OrtRunner`.
         batch_size: images per ONNX Runtime call in :meth:`extract_many`.
     """
 
@@ -211,18 +105,22 @@ class DinoExtractor:
         threads: int | None = None,
         batch_size: int = 8,
     ) -> None:
-        from locore.runtime.backends.ort import OnnxModel
+        from locore.runtime.backends.ort import OrtRunner
 
         if batch_size < 1:
             raise FeatureError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
-        self.model: OnnxModel = OnnxModel(model, providers=providers, threads=threads)
-        self.config = self._read_config(self.model)
+        self.model: OrtRunner = OrtRunner(model, providers=providers, threads=threads)
+        try:
+            self.config = self._read_config(self.model)
+        except BaseException:
+            self.model.close()
+            raise
         self.desc_dim = self.config.desc_dim
         self.num_desc = self.config.num_desc
 
     @staticmethod
-    def _read_config(model: OnnxModel) -> DinoConfig:
+    def _read_config(model: OrtRunner) -> DinoConfig:
         meta = model.metadata
         kind = meta.get(META_KIND)
         if kind != DINO_KIND or META_DINO_CONFIG not in meta:
@@ -231,9 +129,15 @@ class DinoExtractor:
                 f"expected {DINO_KIND!r}); export one with "
                 "locore.export.dino_export.export_dino_onnx"
             )
-        config = DinoConfig.from_json(meta[META_DINO_CONFIG])
-        inputs, outputs = dino_graph_io(config)
-        want = [(s.name, s.dtype) for s in inputs], [(s.name, s.dtype) for s in outputs]
+        try:
+            config = DinoConfig.from_json(meta[META_DINO_CONFIG])
+        except ConfigError as exc:
+            raise FeatureError(
+                f"{model.path}: metadata {META_DINO_CONFIG!r} is invalid: {exc}; re-export the "
+                "model"
+            ) from exc
+        io = dino_graph_io(config)
+        want = [(s.name, s.dtype) for s in io.inputs], [(s.name, s.dtype) for s in io.outputs]
         got = (
             [(s.name, s.dtype) for s in model.input_specs()],
             [(s.name, s.dtype) for s in model.output_specs()],
@@ -275,7 +179,7 @@ class DinoExtractor:
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """The raw graph outputs for preprocessed ``images: [B, 3, S, S] float32``."""
-        return self.model.run({IMAGE: np.ascontiguousarray(images, dtype=np.float32)})
+        return self.model.infer({IMAGE: np.ascontiguousarray(images, dtype=np.float32)})
 
     def _features(
         self, outputs: dict[str, np.ndarray], i: int, size: tuple[int, int]
@@ -313,7 +217,7 @@ class DinoExtractor:
         """:meth:`extract` over ``images``, ``batch_size`` images per call, with a progress bar."""
         out: list[LocalFeatures] = []
         pending: list[ImageInput] = []
-        for image in _progress(images, progress, "DINOv2 features"):
+        for image in progress_bar(images, desc="DINOv2 features", unit="img", enabled=progress):
             pending.append(image)
             if len(pending) == self.batch_size:
                 out.extend(self.extract_batch(pending))
@@ -326,22 +230,8 @@ class DinoExtractor:
 
 
 __all__ = [
-    "DESCRIPTORS",
-    "DINO_KIND",
-    "GLOBAL_DESC",
-    "IMAGE",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "META_DINO_CONFIG",
-    "META_DINO_GRAPH_IO",
-    "META_KIND",
-    "OUTPUT_NAMES",
-    "SCALES",
-    "WEIGHTS",
-    "XY",
-    "DinoConfig",
     "DinoExtractor",
-    "dino_graph_io",
-    "dino_metadata",
     "preprocess",
 ]

@@ -1,7 +1,7 @@
 """Descriptor packing: local features -> the feeds of one backend call.
 
-Accepts :class:`~locore.runtime.features_io.FeatureBatch` (read from feature files) and
-:class:`locore.runtime.features.LocalFeatures` (one extracted image), or lists of the latter.
+Accepts :class:`~locore.runtime.local_features.LocalFeatures` (one image or a batch, extracted
+or read from a feature file) or a list of single-image records (stacked into a batch).
 
 Each image contributes its first ``config.num_desc`` rows (AMES/LOCORE files sort rows by
 detector weight, so these are the best; LOCORE takes 48). Images with fewer rows are padded with
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from locore.config import (
     TensorSpec,
     graph_io,
 )
-from locore.runtime.features_io import FeatureBatch, as_feature_batch
+from locore.runtime.local_features import FeaturesLike, as_local_features
 
 if TYPE_CHECKING:
     from locore.runtime.backends.base import Backend
@@ -92,11 +92,11 @@ class Packer:
 
     # ---- one role (query or gallery) ------------------------------------------------------------
     def pack_images(
-        self, features: FeatureBatch | Any, role: str = "gallery"
+        self, features: FeaturesLike, role: str = "gallery"
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """First ``num_desc`` rows of each image: desc [..., Nd, Dl] (engine float dtype),
         valid [..., Nd] bool, scale [..., Nd] int64 (0 on padding)."""
-        features = as_feature_batch(features)
+        features = as_local_features(features)
         cfg = self.config
         nd, dl = cfg.num_desc, cfg.desc_dim
         if features.desc_dim != dl:
@@ -157,8 +157,8 @@ class Packer:
     # ---- feeds ----------------------------------------------------------------------------
     def pack(
         self,
-        query: FeatureBatch | Any,
-        gallery: FeatureBatch | Any,
+        query: FeaturesLike,
+        gallery: FeaturesLike,
         query_global: np.ndarray | None = None,
         gallery_global: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
@@ -166,11 +166,12 @@ class Packer:
 
         query: one image [T, ...] (B = 1) or a batch [B, T, ...]; gallery: [G, T, ...] for one
         query or [B, G, T, ...]. Global vectors (only for ``use_global`` models): query [Dg] or
-        [B, Dg], gallery [G, Dg] or [B, G, Dg]. Returns ``query_desc`` [B, Nd, Dl],
+        [B, Dg], gallery [G, Dg] or [B, G, Dg]; when not given, the records' ``global_desc``
+        are used. Returns ``query_desc`` [B, Nd, Dl],
         ``query_mask`` [B, Nd], ``gallery_desc`` [B, G, Nd, Dl], ``gallery_mask`` [B, G, Nd], and
         ``query_scale`` [B, Nd] / ``gallery_scale`` [B, G, Nd] int64 when the model takes them.
         """
-        query, gallery = as_feature_batch(query), as_feature_batch(gallery)
+        query, gallery = as_local_features(query), as_local_features(gallery)
         single = query.descriptors.ndim == 2
         if single != (gallery.descriptors.ndim == 3) or query.descriptors.ndim not in (2, 3):
             raise PackingError(
@@ -197,8 +198,8 @@ class Packer:
             feeds[GALLERY_SCALE] = g_scale.astype(self.dtypes[GALLERY_SCALE], copy=False)
         if self.with_global:
             dg = self.config.global_dim
-            qg = None if query_global is None else np.asarray(query_global)
-            gg = None if gallery_global is None else np.asarray(gallery_global)
+            qg = query.global_desc if query_global is None else np.asarray(query_global)
+            gg = gallery.global_desc if gallery_global is None else np.asarray(gallery_global)
             if single:
                 qg = None if qg is None else qg[None]
                 gg = None if gg is None else gg[None]

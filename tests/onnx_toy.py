@@ -189,8 +189,8 @@ def toy_scores(feeds: dict[str, np.ndarray]) -> np.ndarray:
 def random_rows(
     rng: np.random.Generator, num_images: int, rows: int, config: LocoreConfig, pad_from: int = 0
 ) -> dict[str, np.ndarray]:
-    """Random features for ``write_features_h5``: ``num_images`` x ``rows``, the last rows of
-    some images padding (at least ``pad_from`` valid rows each), weights sorted descending."""
+    """Random ``LocalFeatures`` fields (keyword arguments): ``num_images`` x ``rows``, the last
+    rows of some images padding (at least ``pad_from`` valid rows each), weights descending."""
     desc = rng.standard_normal((num_images, rows, config.desc_dim)).astype(np.float32)
     valid_count = rng.integers(max(1, pad_from), rows + 1, size=num_images)
     mask = np.arange(rows)[None, :] < valid_count[:, None]

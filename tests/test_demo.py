@@ -1,4 +1,9 @@
-"""`locore demo` end to end on the built-in benchmark, with the shipped model (slow: ~2 min)."""
+"""The demo end to end on the built-in benchmark, with the shipped model (slow: ~2 min each).
+
+The library test runs :func:`locore.runtime.demo.run_demo` on an ONNX file the fixture exports
+from the shipped checkpoint (tests may import torch; the runtime never does); the CLI test runs
+``locore demo``.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,20 @@ from pathlib import Path
 
 import pytest
 
+from locore.checkpoint_format import checkpoint_fusion, shipped_model_dir
 from locore.cli import main
-from locore.runtime.demo import shipped_model_dir
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def shipped_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped checkpoint exported to a portable ONNX file."""
+    from locore.export import export_onnx
+
+    path = tmp_path_factory.mktemp("demo-model") / "demo-tiny-portable.onnx"
+    export_onnx(shipped_model_dir(), path, flavor="portable")
+    return path
 
 
 def test_shipped_model_is_small_and_loads():
@@ -22,6 +37,38 @@ def test_shipped_model_is_small_and_loads():
     training = meta["extra"]["training"]
     assert "locore train" in training["command"]
     assert {"alpha", "temperature"} <= set(meta["extra"]["fusion"])
+
+
+def _check_report(report: dict, picture: Path) -> None:
+    methods = report["methods"]
+    glob = next(v for k, v in methods.items() if k.startswith("global"))
+    loc = next(v for k, v in methods.items() if k.startswith("LOCORE"))
+    assert report["num_queries"] >= 20
+    assert 0.0 < glob["map"] < 1.0
+    assert loc["map"] >= glob["map"], (loc, glob)
+    assert all(v["median_ms"] > 0 for v in methods.values())
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_demo_locore_beats_global(demo_cache: Path, tmp_path: Path, shipped_onnx: Path):
+    from locore.runtime.demo import run_demo
+
+    fusion = checkpoint_fusion(shipped_model_dir())  # what `locore demo` passes
+    assert set(fusion) == {"alpha", "temperature"}
+    picture = tmp_path / "demo.png"
+    report = run_demo(shipped_onnx, demo_cache, **fusion, picture=picture, progress=False)
+    table = report.table()
+    assert "LOCORE re-ranking" in table and "RANSAC" in table and "mAP" in table
+    assert report.model == str(shipped_onnx)
+    assert [m.ranks.shape for m in report.methods] == [(report.num_queries, 100)] * 3
+    _check_report(report.to_dict(), picture)
+
+
+def test_run_demo_wants_an_onnx_file(tmp_path: Path):
+    from locore.runtime.demo import run_demo
+
+    with pytest.raises(FileNotFoundError, match="needs an ONNX model file, got a folder"):
+        run_demo(shipped_model_dir(), tmp_path)
 
 
 def test_demo_runs_and_locore_beats_global(demo_cache: Path, tmp_path: Path, capsys):

@@ -1,4 +1,6 @@
-"""The demo retrieval benchmark: sources, split separation, determinism, gnd format, metrics."""
+"""The demo retrieval benchmark: sources, split separation, determinism, gnd format, codebook.
+
+(The metrics have their own tests in test_metrics.py.)"""
 
 from __future__ import annotations
 
@@ -9,25 +11,19 @@ import numpy as np
 import pytest
 
 from locore.deps import MissingDependencyError
-from locore.runtime import demo_data
-from locore.runtime.demo_data import (
-    DemoSplit,
-    average_precision,
-    build_demo,
-    compute_map,
-    rank_by_similarity,
-    recall_at_k,
-    split_source_ids,
-)
+from locore.runtime.demo import dataset, sources
+from locore.runtime.demo.codebook import demo_codebook
+from locore.runtime.demo.dataset import DemoSplit, build_demo
+from locore.runtime.demo.sources import DemoDataError, split_source_ids
 
 
 def _demo_packages_missing() -> str | None:
     try:
-        for p in demo_data.PHOTOS:
-            demo_data.package_file(p.package, p.distribution, p.relpath)
-        for v in demo_data.VIDEOS:
-            demo_data.package_file(v.package, v.distribution, v.relpath)
-    except (MissingDependencyError, demo_data.DemoDataError) as exc:
+        for p in sources.PHOTOS:
+            sources.package_file(p.package, p.distribution, p.relpath)
+        for v in sources.VIDEOS:
+            sources.package_file(v.package, v.distribution, v.relpath)
+    except (MissingDependencyError, DemoDataError) as exc:
         return str(exc)
     return None
 
@@ -51,7 +47,7 @@ def train_split(demo_cache: Path) -> DemoSplit:
 def test_split_source_ids_are_disjoint() -> None:
     train, test = set(split_source_ids("train")), set(split_source_ids("test"))
     assert train and test and not train & test
-    with pytest.raises(demo_data.DemoDataError, match="split must be one of"):
+    with pytest.raises(DemoDataError, match="split must be one of"):
         split_source_ids("val")
 
 
@@ -129,7 +125,7 @@ def test_build_is_deterministic_and_cached(
 
 
 def test_label_rules() -> None:
-    label = demo_data._label
+    label = dataset._label
     assert label(0.9, "easy", None) == "easy"
     assert label(0.9, "hard", None) == "hard"
     assert label(0.4, "easy", None) == "hard"
@@ -140,31 +136,15 @@ def test_label_rules() -> None:
     assert label(0.9, "easy", 30) == "junk"
 
 
-def test_metrics_on_toy_rankings() -> None:
-    gnd = [{"easy": [0], "hard": [2], "junk": [1]}, {"easy": [], "hard": [3], "junk": []}]
-    perfect = np.array([[0, 2, 1, 3], [3, 0, 1, 2]])
-    m_ap, mp = compute_map(perfect, gnd, (1, 2))
-    assert m_ap == pytest.approx(1.0)
-    np.testing.assert_allclose(mp, [1.0, 1.0])
-    # Junk ahead of a positive is ignored by mAP but takes a shortlist slot in recall.
-    junk_first = np.array([[1, 0, 2, 3], [0, 3, 1, 2]])
-    m_ap, _ = compute_map(junk_first, gnd, (1,))
-    ap_q2 = average_precision(np.array([1]), 1)  # positive at rank 2
-    assert m_ap == pytest.approx((1.0 + ap_q2) / 2)
-    np.testing.assert_allclose(recall_at_k(junk_first, gnd, (1, 2)), [0.0, 0.75])
-    ranks = rank_by_similarity(np.eye(2, 3), np.array([[0, 1, 0], [1, 0, 0], [1, 0, 0]]))
-    np.testing.assert_array_equal(ranks, [[1, 2, 0], [0, 1, 2]])  # ties keep db order
-
-
 @needs_photos
 def test_demo_codebook_fitted_on_train_and_cached(demo_cache: Path, train_split: DemoSplit) -> None:
-    from locore.runtime.features import SiftExtractor
+    from locore.runtime.sift import SiftExtractor
 
     ext = SiftExtractor(max_side=64, max_keypoints=48, global_desc="mean")
-    book = demo_data.demo_codebook(demo_cache, k=8, extractor=ext, progress=False)
+    book = demo_codebook(demo_cache, k=8, extractor=ext, progress=False)
     assert book.centroids.shape == (8, 128)
     assert book.meta["train_hash"] == train_split.content_hash
     files = list(train_split.root.parent.glob("codebook_sift_k8_*.npz"))
     assert len(files) == 1
-    again = demo_data.demo_codebook(demo_cache, k=8, extractor=ext, progress=False)
+    again = demo_codebook(demo_cache, k=8, extractor=ext, progress=False)
     np.testing.assert_array_equal(again.centroids, book.centroids)

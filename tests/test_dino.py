@@ -17,7 +17,15 @@ pytest.importorskip("onnx", reason="ONNX export needs onnx")
 
 import torch  # noqa: E402
 
-from locore.config import LocoreConfig  # noqa: E402
+from locore.config import (  # noqa: E402
+    DINO_KIND,
+    DINO_OUTPUT_NAMES,
+    META_DINO_CONFIG,
+    META_KIND,
+    ConfigError,
+    DinoConfig,
+    LocoreConfig,
+)
 from locore.export.dino_export import export_dino_onnx  # noqa: E402
 from locore.model.dino import (  # noqa: E402
     DinoLocalFeatures,
@@ -25,19 +33,15 @@ from locore.model.dino import (  # noqa: E402
     patch_centres,
     resample_position_embeddings,
 )
+from locore.runtime.ames import FeatureFile, to_rows, write_features  # noqa: E402
 from locore.runtime.dino import (  # noqa: E402
-    DINO_KIND,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    META_DINO_CONFIG,
-    META_KIND,
-    OUTPUT_NAMES,
-    DinoConfig,
     DinoExtractor,
     preprocess,
 )
-from locore.runtime.features import FeatureError, LocalFeatures, write_h5  # noqa: E402
-from locore.runtime.features_io import FeatureFile, write_feature_rows  # noqa: E402
+from locore.runtime.global_descriptors import write_global_descriptors  # noqa: E402
+from locore.runtime.local_features import FeatureError, LocalFeatures  # noqa: E402
 
 SMALL = DinoConfig(
     hidden_size=64,
@@ -95,11 +99,11 @@ def test_config_round_trip_and_checks() -> None:
     default = DinoConfig()
     assert (default.hidden_size, default.num_layers, default.patch_size) == (768, 12, 14)
     assert (default.num_registers, default.desc_dim, default.num_patches) == (4, 768, 256)
-    with pytest.raises(FeatureError, match="multiple of patch_size"):
+    with pytest.raises(ConfigError, match="multiple of patch_size"):
         DinoConfig(image_size=225)
-    with pytest.raises(FeatureError, match="exceeds the 16 patches"):
+    with pytest.raises(ConfigError, match="exceeds the 16 patches"):
         DinoConfig(hidden_size=64, num_heads=2, image_size=56, num_desc=17)
-    with pytest.raises(FeatureError, match="unknown DinoConfig keys"):
+    with pytest.raises(ConfigError, match="unknown DinoConfig keys"):
         DinoConfig.from_dict({"hidden": 3})
 
 
@@ -247,7 +251,7 @@ def test_onnx_matches_torch(model: DinoLocalFeatures, onnx_path: Path) -> None:
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta[META_KIND] == DINO_KIND
     assert DinoConfig.from_json(meta[META_DINO_CONFIG]) == SMALL
-    assert [o.name for o in proto.graph.output] == list(OUTPUT_NAMES)
+    assert [o.name for o in proto.graph.output] == list(DINO_OUTPUT_NAMES)
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -256,9 +260,9 @@ def test_onnx_matches_torch(model: DinoLocalFeatures, onnx_path: Path) -> None:
         x = distinct_inputs(model, batch, seed=batch)
         with torch.no_grad():
             expected = model(x)
-        values = session.run(list(OUTPUT_NAMES), {"image": x.numpy()})
-        got = dict(zip(OUTPUT_NAMES, values, strict=True))
-        for name, want in zip(OUTPUT_NAMES, expected, strict=True):
+        values = session.run(list(DINO_OUTPUT_NAMES), {"image": x.numpy()})
+        got = dict(zip(DINO_OUTPUT_NAMES, values, strict=True))
+        for name, want in zip(DINO_OUTPUT_NAMES, expected, strict=True):
             assert got[name].shape == tuple(want.shape), name
             assert got[name].dtype == want.numpy().dtype, name
             err = float(np.abs(got[name] - want.numpy()).max())
@@ -313,9 +317,10 @@ def test_extractor_gives_local_features(
         ref = model(torch.from_numpy(preprocess(arrays[2], 56)[None]))
     np.testing.assert_allclose(feats[2].weights, ref.weights[0].numpy(), atol=ATOL)
 
-    # DESIGN.md §8 layout, through both writers
-    write_h5(tmp_path / "f.h5", feats, global_path=tmp_path / "g.f32")
-    write_feature_rows(tmp_path / "rows.h5", np.stack([f.to_rows() for f in feats]))
+    # DESIGN.md §8 layout, from records and from rows
+    write_features(tmp_path / "f.h5", feats)
+    write_global_descriptors(tmp_path / "g.f32", LocalFeatures.stack(feats).global_desc)
+    write_features(tmp_path / "rows.h5", np.stack([to_rows(f) for f in feats]))
     for name in ("f.h5", "rows.h5"):
         with FeatureFile(tmp_path / name) as db:
             assert (db.num_images, db.num_desc, db.desc_dim) == (4, 8, 32)

@@ -1,8 +1,10 @@
-"""torch -> ONNX: the portable flavor in ONNX Runtime and the plugin flavor's node contract."""
+"""torch -> ONNX: the portable flavor in ONNX Runtime and the plugin flavor's node contract.
+
+The plugin flavor's numbers (in ONNX Runtime through the CPU library) are checked in
+tests/test_pluginref.py."""
 
 from __future__ import annotations
 
-import functools
 import json
 
 import numpy as np
@@ -11,10 +13,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from locore import LocoreConfig
+from locore import LocoreConfig, scan_spec
 from locore.cli import main
 from locore.export import ExportError, example_inputs, export_onnx, read_onnx_config
-from locore.export.scan_op import INPUT_ORDER
 from locore.model import LocoreReranker, save_checkpoint, selective_scan_ref
 
 
@@ -77,14 +78,15 @@ def test_plugin_graph_contract(plugin):
     scans = [n for n in proto.graph.node if n.op_type == "SelectiveScan"]
     n_layers = plugin.config.n_layers
     assert len(scans) == 2 * n_layers  # a forward and a reverse scan per block
-    assert all(n.domain == "locore" for n in scans)
+    assert all(n.domain == scan_spec.DOMAIN for n in scans)
     assert not any(f.name == "SelectiveScan" for f in proto.functions)
     for node in scans:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert set(attrs) == {a.name for a in scan_spec.ATTRIBUTES}
         assert attrs["plugin_version"] == b"1" and attrs["plugin_namespace"] == b""
         assert attrs["variant"] == b"mamba2" and attrs["dt_softplus"] == 0
         assert attrs["chunk_size"] == plugin.config.chunk_size
-        assert len(node.input) == len(INPUT_ORDER) - 1  # no z: 7 inputs
+        assert len(node.input) == scan_spec.MIN_INPUTS == 7  # no z
     assert (
         sorted(
             onnx.helper.get_attribute_value(a)
@@ -95,58 +97,6 @@ def test_plugin_graph_contract(plugin):
         == [0] * n_layers + [1] * n_layers
     )
     assert ("locore", 1) in [(o.domain, o.version) for o in proto.opset_import]
-
-
-@functools.cache
-def _register_python_selective_scan():
-    """A test-only ORT implementation of locore::SelectiveScan (onnxruntime-extensions PyOp)
-    that calls the torch reference; PyOps live in the ai.onnx.contrib domain."""
-    ox = pytest.importorskip("onnxruntime_extensions", reason="needs onnxruntime-extensions")
-    from onnxruntime_extensions import PyCustomOpDef, onnx_op
-
-    @onnx_op(
-        op_type="SelectiveScan",
-        inputs=[PyCustomOpDef.dt_float] * 7,
-        outputs=[PyCustomOpDef.dt_float],
-        attrs={
-            "variant": PyCustomOpDef.dt_string,
-            "dt_softplus": PyCustomOpDef.dt_int64,
-            "reverse": PyCustomOpDef.dt_int64,
-            "chunk_size": PyCustomOpDef.dt_int64,
-            "plugin_version": PyCustomOpDef.dt_string,
-            "plugin_namespace": PyCustomOpDef.dt_string,
-        },
-    )
-    def selective_scan(x, dt, A, B, C, D, dt_bias, **attrs):  # noqa: N803
-        assert attrs["variant"] == "mamba2"
-        t = {
-            k: torch.from_numpy(np.ascontiguousarray(v))
-            for k, v in dict(x=x, dt=dt, A=A, B=B, C=C, D=D, dt_bias=dt_bias).items()
-        }
-        y = selective_scan_ref(
-            **t, dt_softplus=bool(attrs["dt_softplus"]), reverse=bool(attrs["reverse"])
-        )
-        return y.numpy()
-
-    return ox
-
-
-@pytest.mark.parametrize("batch,ngal", [(1, 1), (2, 5)])
-def test_plugin_flavor_in_ort_with_python_op_matches_torch(tiny_model, plugin, batch, ngal):
-    ox = _register_python_selective_scan()
-    proto = onnx.load(str(plugin.path))
-    for node in proto.graph.node:  # PyOps are served from the extensions' domain
-        if node.domain == "locore":
-            node.domain = "ai.onnx.contrib"
-    proto.opset_import.append(onnx.helper.make_opsetid("ai.onnx.contrib", 1))
-    opts = ort.SessionOptions()
-    opts.register_custom_ops_library(ox.get_library_path())
-    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    args = example_inputs(tiny_model.config, plugin.io, batch, ngal, seed=7 + ngal)
-    with torch.no_grad():
-        expected = tiny_model(*args).numpy()
-    (scores,) = sess.run(None, _feeds(plugin.io, args))
-    assert _rel_err(scores, expected) <= 1e-4
 
 
 def test_cli_export_and_config_mismatch(tiny_model, tmp_path, capsys):

@@ -11,16 +11,17 @@ import numpy as np
 import pytest
 
 from locore.config import LocoreConfig
-from locore.runtime.aggregation import Codebook, CodebookError, kmeans, vlad
-from locore.runtime.features import (
-    FeatureError,
-    LocalFeatures,
-    SiftExtractor,
-    load_image,
-    root_sift,
-    stack_rows,
-    write_h5,
+from locore.runtime.ames import from_rows, to_rows, write_features
+from locore.runtime.global_descriptors import (
+    Codebook,
+    CodebookError,
+    kmeans,
+    vlad,
+    write_global_descriptors,
 )
+from locore.runtime.images import load_image
+from locore.runtime.local_features import FeatureError, LocalFeatures
+from locore.runtime.sift import SiftExtractor, root_sift
 
 ND, DL, S = 48, 128, 8
 ARRAY_FIELDS = ("descriptors", "scales", "xy", "weights", "mask", "global_desc")
@@ -103,7 +104,7 @@ def test_no_keypoints_is_all_padding(extractor: SiftExtractor, image: np.ndarray
     assert f.num_valid == 0 and not f.mask.any()
     assert not f.descriptors.any() and not f.weights.any()
     assert not f.global_desc.any(), "an image without keypoints must match nothing"
-    rows = f.to_rows()
+    rows = to_rows(f)
     assert (rows[:, 3] == 1).all(), "§8: column 3 is 1 on padding rows"
 
 
@@ -139,14 +140,27 @@ def test_rows_round_trip_and_h5(tmp_path: Path, extractor: SiftExtractor, images
     import h5py
 
     feats = extractor.extract_many(images[:3], progress=False)
-    rows = stack_rows(feats)
+    batch = LocalFeatures.stack(feats)
+    rows = to_rows(batch)
     assert rows.shape == (3, ND, 5 + DL) and rows.dtype == np.float32
-    back = LocalFeatures.from_rows(rows[0], feats[0].global_desc)
+    # §8 columns, written out by hand: xy, scale id, pad flag, weight, descriptor
+    np.testing.assert_array_equal(rows[1, :, 0:2], feats[1].xy)
+    np.testing.assert_array_equal(rows[1, :, 2], feats[1].scales)
+    np.testing.assert_array_equal(rows[1, :, 3], ~feats[1].mask)
+    np.testing.assert_array_equal(rows[1, :, 4], feats[1].weights)
+    np.testing.assert_array_equal(rows[1, :, 5:], feats[1].descriptors)
+    back = from_rows(rows[0], global_desc=feats[0].global_desc)
     for name in ARRAY_FIELDS:
         np.testing.assert_array_equal(getattr(back, name), getattr(feats[0], name))
-    write_h5(tmp_path / "f.h5", feats, global_path=tmp_path / "g.f32")
-    with h5py.File(tmp_path / "f.h5", "r") as f:
-        np.testing.assert_array_equal(f["features"][:], rows)
+    # the one writer takes a list of images, a batch, or rows
+    write_features(tmp_path / "f.h5", feats)
+    write_features(tmp_path / "batch.h5", batch, chunk=2)
+    write_features(tmp_path / "rows.h5", rows)
+    for name in ("f.h5", "batch.h5", "rows.h5"):
+        with h5py.File(tmp_path / name, "r") as f:
+            np.testing.assert_array_equal(f["features"][:], rows)
+    assert batch.global_desc is not None
+    write_global_descriptors(tmp_path / "g.f32", batch.global_desc)
     g = np.fromfile(tmp_path / "g.f32", dtype=np.float32).reshape(3, -1)
     np.testing.assert_array_equal(g, np.stack([x.global_desc for x in feats]))
 
@@ -222,9 +236,10 @@ def test_features_module_does_not_import_torch() -> None:
         import sys
         sys.modules["torch"] = None  # any 'import torch' now raises ImportError
         import numpy as np
-        import locore.runtime.features as f
-        import locore.runtime.aggregation
-        import locore.runtime.demo_data
+        import locore.runtime.sift as f
+        import locore.runtime.ames, locore.runtime.global_descriptors, locore.runtime.images
+        import locore.runtime.ground_truth, locore.runtime.local_features
+        import locore.runtime.packing, locore.runtime.shortlist, locore.runtime.sliding_windows
         ext = f.SiftExtractor(global_desc="mean")
         ext.extract(np.zeros((32, 32), np.uint8))
         assert "torch" not in [m for m, v in sys.modules.items() if v is not None]
@@ -241,15 +256,14 @@ def test_extracted_features_feed_locore_rerank(
     import cv2
 
     from locore.cli import main
-    from locore.runtime.features import write_h5
-    from locore.runtime.features_io import write_shortlist
+    from locore.runtime.shortlist import write_shortlist
     from tests.onnx_toy import build_toy_reranker, toy_config
 
     # Database: the images and a rotated copy of image 0; query: image 0 itself.
     db = [*images, cv2.rotate(images[0], cv2.ROTATE_90_CLOCKWISE)]
     q_feats, db_feats = extractor.extract_many(images[:1]), extractor.extract_many(db)
-    write_h5(tmp_path / "q.h5", q_feats)
-    write_h5(tmp_path / "db.h5", db_feats)
+    write_features(tmp_path / "q.h5", q_feats)
+    write_features(tmp_path / "db.h5", db_feats)
     sims = np.stack([f.global_desc for f in db_feats]) @ q_feats[0].global_desc
     order = np.argsort(sims)  # worst first: the re-ranker has to do the work
     write_shortlist(tmp_path / "nn.npy", sims[order][None], order[None])
@@ -264,3 +278,58 @@ def test_extracted_features_feed_locore_rerank(
     assert ranks.shape == (1, len(db)) and sorted(ranks[0].tolist()) == list(range(len(db)))
     # The query's own image and its rotated copy win on local descriptors alone.
     assert set(ranks[0, :2].tolist()) == {0, len(db) - 1}
+
+
+def test_local_features_record() -> None:
+    rng = np.random.default_rng(0)
+
+    def image(t: int = 5, d: int = 4, dg: int | None = 3) -> LocalFeatures:
+        return LocalFeatures(
+            descriptors=rng.standard_normal((t, d)).astype(np.float32),
+            scales=rng.integers(0, 3, t),
+            xy=rng.random((t, 2)).astype(np.float32),
+            weights=np.sort(rng.random(t).astype(np.float32))[::-1].copy(),
+            mask=np.arange(t) < 3,
+            global_desc=None if dg is None else rng.standard_normal(dg).astype(np.float32),
+            image_size=(10, 20),
+        )
+
+    singles = [image() for _ in range(4)]
+    batch = LocalFeatures.stack(singles)
+    assert batch.is_batch and len(batch) == 4 and batch.descriptors.shape == (4, 5, 4)
+    assert batch.global_desc is not None and batch.global_desc.shape == (4, 3)
+    assert batch.image_size is None and batch.num_valid == 12
+    one = batch[2]
+    assert not one.is_batch and one.num_desc == 5 and one.desc_dim == 4
+    for name in ARRAY_FIELDS:
+        np.testing.assert_array_equal(getattr(one, name), getattr(singles[2], name))
+    pair = batch[[3, 0]].first(2)
+    assert pair.descriptors.shape == (2, 2, 4)
+    np.testing.assert_array_equal(
+        pair.scales, np.stack([singles[3].scales, singles[0].scales])[:, :2]
+    )
+    assert pair.global_desc is not None
+    np.testing.assert_array_equal(pair.global_desc[0], singles[3].global_desc)
+    nested = LocalFeatures.stack([batch[:2], batch[2:]])  # [2, 2, T, D]: one gallery per query
+    assert nested.descriptors.shape == (2, 2, 5, 4) and nested.global_desc is not None
+    assert nested.global_desc.shape == (2, 2, 3)
+    batch.validate(num_scales=3)
+    with pytest.raises(FeatureError, match=r"scales must lie in 0..1, got ids from 0 to 2"):
+        batch.validate(num_scales=2)
+    with pytest.raises(TypeError, match="single image has no len"):
+        len(one)
+    with pytest.raises(TypeError, match="index a batch"):
+        one[0]
+    with pytest.raises(FeatureError, match="same"):
+        LocalFeatures.stack([image(), image(t=6)])
+    with pytest.raises(FeatureError, match="1 of 2 have none"):
+        LocalFeatures.stack([image(), image(dg=None)])
+    with pytest.raises(FeatureError, match="at least one"):
+        LocalFeatures.stack([])
+    with pytest.raises(FeatureError, match=r"global_desc must be \[4, Dg\]"):
+        LocalFeatures(**{**vars(batch), "global_desc": np.zeros(3, np.float32)})
+    with pytest.raises(FeatureError, match=r"descriptors must be \[\.\.\., T, D\]"):
+        LocalFeatures(np.zeros(3, np.float32), *[np.zeros(3)] * 4)
+    wrong = LocalFeatures(**{**vars(one), "weights": one.weights.astype(np.float64)})
+    with pytest.raises(FeatureError, match="weights must be float32, got float64"):
+        wrong.validate()

@@ -13,26 +13,14 @@ import pytest
 from onnx_toy import build_toy_reranker, random_rows, toy_config, toy_scores
 
 from locore.cli import main
-from locore.runtime import (
-    FeatureBatch,
-    FeatureFile,
-    FormatError,
-    GroundTruth,
-    Packer,
-    PickleNotAllowedError,
-    RerankParams,
-    Shortlist,
-    as_feature_batch,
-    read_global_descriptors,
-    read_ground_truth,
-    read_shortlist,
-    sliding_window_rerank,
-    write_feature_rows,
-    write_features_h5,
-    write_global_descriptors,
-    write_ground_truth,
-    write_shortlist,
-)
+from locore.fileio import PickleNotAllowedError
+from locore.runtime.ames import FeatureFile, FormatError, from_rows, to_rows, write_features
+from locore.runtime.global_descriptors import read_global_descriptors, write_global_descriptors
+from locore.runtime.ground_truth import GroundTruth, read_ground_truth, write_ground_truth
+from locore.runtime.local_features import FeatureError, LocalFeatures
+from locore.runtime.packing import Packer
+from locore.runtime.shortlist import Shortlist, read_shortlist, search_shortlist, write_shortlist
+from locore.runtime.sliding_windows import RerankParams, sliding_window_rerank
 
 CONFIG = toy_config()
 
@@ -45,7 +33,7 @@ def rows() -> dict[str, np.ndarray]:
 # ---- local features -------------------------------------------------------------------------
 def test_features_round_trip(tmp_path: Path, rows: dict[str, np.ndarray]) -> None:
     path = tmp_path / "db.h5"
-    write_features_h5(path, **rows)
+    write_features(path, LocalFeatures(**rows))
     with h5py.File(path, "r") as raw:  # the file layout of DESIGN.md §8
         data = raw["features"][()]
     assert data.shape == (7, 10, 5 + CONFIG.desc_dim) and data.dtype == np.float32
@@ -70,26 +58,27 @@ def test_features_round_trip(tmp_path: Path, rows: dict[str, np.ndarray]) -> Non
 
 
 def test_feature_rows_and_batches(tmp_path: Path, rows: dict[str, np.ndarray]) -> None:
-    batch = FeatureBatch(**rows)
-    back = FeatureBatch.from_rows(batch.to_rows())
-    np.testing.assert_array_equal(back.descriptors, batch.descriptors)
-    write_feature_rows(tmp_path / "x.h5", batch.to_rows())
+    batch = LocalFeatures(**rows)
+    back = from_rows(to_rows(batch))
+    for name, value in rows.items():
+        np.testing.assert_array_equal(getattr(back, name), value)
+    write_features(tmp_path / "x.h5", to_rows(batch))
     with FeatureFile(tmp_path / "x.h5") as ff:
         np.testing.assert_array_equal(ff.read_all().mask, batch.mask)
-
-    class Extracted:  # duck type of locore.runtime.features.LocalFeatures: one image
-        def __init__(self, i: int) -> None:
-            self.i = i
-
-        def to_rows(self) -> np.ndarray:
-            return batch[self.i].to_rows()
-
-    single = as_feature_batch(Extracted(2))
-    np.testing.assert_array_equal(single.descriptors, batch.descriptors[2])
-    stacked = as_feature_batch([Extracted(0), Extracted(3)])
-    np.testing.assert_array_equal(stacked.scales, batch.scales[[0, 3]])
-    with pytest.raises(TypeError, match="expected a FeatureBatch"):
-        as_feature_batch(42)
+    # a list of single images is a batch: for the writer and for the packer, no row round trip
+    singles = [batch[i] for i in range(len(batch))]
+    write_features(tmp_path / "list.h5", singles)
+    with FeatureFile(tmp_path / "list.h5") as ff:
+        np.testing.assert_array_equal(ff.read_all().descriptors, batch.descriptors)
+    packer = Packer(CONFIG)
+    for got, want in zip(
+        packer.pack_images([singles[0], singles[3]]), packer.pack_images(batch[[0, 3]]), strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(TypeError, match="expected LocalFeatures"):
+        packer.pack_images(42)  # type: ignore[arg-type]
+    with pytest.raises(FormatError, match=r"write a batch of features \[N, T, D\]"):
+        write_features(tmp_path / "one.h5", singles[0])
 
 
 def test_feature_file_errors(tmp_path: Path, rows: dict[str, np.ndarray]) -> None:
@@ -103,17 +92,19 @@ def test_feature_file_errors(tmp_path: Path, rows: dict[str, np.ndarray]) -> Non
     with pytest.raises(FormatError, match=r"must be \[N, T, 5 \+ D\]"):
         FeatureFile(tmp_path / "other.h5", dataset="features_2d")
     path = tmp_path / "db.h5"
-    write_features_h5(path, **rows)
+    write_features(path, LocalFeatures(**rows))
     with FeatureFile(path) as ff:
         with pytest.raises(IndexError, match="image index 7 is out of range .* with 7 images"):
             ff.read([0, 7])
-    bad = FeatureBatch(**rows).to_rows()
+    bad = to_rows(LocalFeatures(**rows))
     bad[0, 0, 2] = 1.5  # a scale id that is not an integer
-    write_feature_rows(tmp_path / "bad.h5", bad)
+    write_features(tmp_path / "bad.h5", bad)
     with FeatureFile(tmp_path / "bad.h5") as ff, pytest.raises(FormatError, match="integers"):
         ff.read(0)
-    with pytest.raises(FormatError, match="must have shape"):
-        FeatureBatch(**{**rows, "mask": rows["mask"][:, :3]})
+    with pytest.raises(FormatError, match=r"rows must be \[N, T, 5 \+ D\]"):
+        write_features(tmp_path / "narrow.h5", bad[..., :5])
+    with pytest.raises(FeatureError, match="must have shape"):
+        LocalFeatures(**{**rows, "mask": rows["mask"][:, :3]})
 
 
 # ---- global descriptors -----------------------------------------------------------------------
@@ -153,6 +144,42 @@ def test_shortlist_round_trip(tmp_path: Path) -> None:
     with open(tmp_path / "ames.pkl", "wb") as f:
         pickle.dump(np.stack((sims, ids.astype(np.float32))), f)
     np.testing.assert_array_equal(read_shortlist(tmp_path / "ames.pkl", allow_pickle=True).ids, ids)
+
+
+def reference_search(q: np.ndarray, db: np.ndarray, k: int) -> tuple[list, list]:
+    """Top k by inner product with plain loops: sort (-similarity, database index)."""
+    ids, sims = [], []
+    for vec in q:
+        scored = [(-float(np.dot(vec, d)), j) for j, d in enumerate(db)]
+        best = sorted(scored)[:k]
+        ids.append([j for _, j in best])
+        sims.append([-s for s, _ in best])
+    return ids, sims
+
+
+def test_search_shortlist() -> None:
+    rng = np.random.default_rng(3)
+    # small integers: exact float32 dot products with many ties
+    q = rng.integers(-2, 3, size=(5, 4)).astype(np.float32)
+    db = rng.integers(-2, 3, size=(30, 4)).astype(np.float32)
+    for k in (1, 7, 30, 50):
+        got = search_shortlist(q, db, k)
+        want_ids, want_sims = reference_search(q, db, k)
+        assert got.ids.dtype == np.int64 and got.sims.dtype == np.float32
+        assert got.ids.shape == (5, min(k, 30))
+        assert got.ids.tolist() == want_ids, k
+        np.testing.assert_array_equal(got.sims, np.array(want_sims, np.float32))
+    real = rng.standard_normal((3, 16)).astype(np.float32), rng.standard_normal((200, 16))
+    got = search_shortlist(*real, 10)
+    want_ids, want_sims = reference_search(*real, 10)
+    assert got.ids.tolist() == want_ids
+    np.testing.assert_allclose(got.sims, want_sims, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="same D"):
+        search_shortlist(q, db[:, :3], 2)
+    with pytest.raises(ValueError, match="positive integer"):
+        search_shortlist(q, db, 0)
+    with pytest.raises(ValueError, match="NaN"):
+        search_shortlist(np.full((1, 4), np.nan, np.float32), db, 2)
 
 
 def test_pickles_need_permission(tmp_path: Path) -> None:
@@ -204,8 +231,8 @@ def test_ground_truth_round_trip(tmp_path: Path) -> None:
 def dataset(tmp_path: Path) -> dict[str, Path]:
     """3 queries, 40 database images with 10 rows each, 25-long shortlists, the toy model."""
     rng = np.random.default_rng(5)
-    write_features_h5(tmp_path / "q.h5", **random_rows(rng, 3, 10, CONFIG))
-    write_features_h5(tmp_path / "db.h5", **random_rows(rng, 40, 10, CONFIG))
+    write_features(tmp_path / "q.h5", LocalFeatures(**random_rows(rng, 3, 10, CONFIG)))
+    write_features(tmp_path / "db.h5", LocalFeatures(**random_rows(rng, 40, 10, CONFIG)))
     ids = np.stack([rng.permutation(40)[:25] for _ in range(3)])
     sims = np.sort(rng.random((3, 25)), axis=1)[:, ::-1]
     write_shortlist(tmp_path / "nn.pkl", sims, ids)
@@ -234,7 +261,7 @@ def expected_ranks(data: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
         for q in range(shortlist.num_queries):
             query = queries.read(q)
 
-            def score_fn(window: np.ndarray, query: FeatureBatch = query) -> np.ndarray:
+            def score_fn(window: np.ndarray, query: LocalFeatures = query) -> np.ndarray:
                 return toy_scores(packer.pack(query, db.read(window)))[0]
 
             r, s = sliding_window_rerank(

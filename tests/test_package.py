@@ -96,10 +96,14 @@ def test_every_python_folder_is_packaged():
     tool = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(tool["packages"])
     found = set()
+    data_only = {"locore.plugins"}  # C++/CUDA sources shipped as package data, no Python
+    found |= data_only & set(tool["package-dir"])
     for name, folder in tool["package-dir"].items():
         for init in (root / folder).rglob("__init__.py"):
             rel = init.parent.relative_to(root / folder).parts
             found.add(".".join((name, *rel)))
     assert found == listed, f"missing from pyproject packages: {sorted(found - listed)}"
-    for pattern in tool["package-data"]["locore"]:
-        assert list((root / "locore").glob(pattern)), pattern
+    for package, patterns in tool["package-data"].items():
+        folder = root / tool["package-dir"][package]
+        for pattern in patterns:
+            assert list(folder.glob(pattern)), (package, pattern)

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from locore.runtime.rerank import (
+from locore.runtime.sliding_windows import (
     ORDERS,
     RerankParams,
     fuse_scores,
@@ -46,7 +46,7 @@ def reference_rerank(
     alpha: float,
     temperature: float,
 ) -> tuple[list[int], list[float]]:
-    """Straightforward loops: the algorithm as written in locore.runtime.rerank's docstring."""
+    """Straightforward loops: the algorithm as written in the sliding_windows docstring."""
     items = [[i, s, s] for i, s in zip(ranking, sims, strict=True)]  # id, global sim, score
     k = min(topk, len(items))
     w = min(window, k)

@@ -1,5 +1,5 @@
-"""The SelectiveScan CPU library (plugins/selective_scan, via locore.native) against the torch
-reference ``selective_scan_ref``.
+"""The SelectiveScan CPU library (plugins/selective_scan, via locore.native.binding) against the
+torch reference ``selective_scan_ref``.
 
 Tolerances, as in mamba-ssm's tests, relative to the output scale s = max |y_ref|:
   fp32: |y - y_ref| <= (2e-3 + 6e-4 * |y_ref| / s) * s   (rtol 6e-4, atol 2e-3 on y / s)
@@ -24,6 +24,8 @@ import torch
 
 from locore import native
 from locore.model.selective_scan import selective_scan_ref
+from locore.native.binding import ScanParams
+from locore.scan_spec import Status
 
 TOL = {np.float32: (6e-4, 2e-3), np.float16: (3e-3, 5e-3)}
 
@@ -299,7 +301,7 @@ def test_wrapper_rejects_bad_shapes_and_dtypes(lib):
         native.selective_scan_cpu(**{**kw, "dt": kw["dt"].tolist()})
 
 
-def _params(**over) -> native._ScanParams:
+def _params(**over) -> ScanParams:
     x = np.zeros((1, 4, 2, 3), np.float32)
     dt = np.zeros((1, 4, 2), np.float32)
     a = np.zeros(2, np.float32)
@@ -311,14 +313,14 @@ def _params(**over) -> native._ScanParams:
         B=b.ctypes.data, C=b.ctypes.data, D=None, dtBias=None, z=None, y=y.ctypes.data,
     )  # fmt: skip
     fields.update(over)
-    p = native._ScanParams(**fields)
+    p = ScanParams(**fields)
     p._keep = (x, dt, a, b, y)  # type: ignore[attr-defined]
     return p
 
 
 def test_c_abi_validates_arguments(lib):
     run = lib.locore_selective_scan_cpu
-    assert run(ctypes.byref(_params()), 1) == native.SCAN_OK
+    assert run(ctypes.byref(_params()), 1) == Status.OK
     bad = [
         {"x": None},
         {"y": None},
@@ -338,9 +340,9 @@ def test_c_abi_validates_arguments(lib):
         {"dtSoftplus": -1},
     ]
     for over in bad:
-        assert run(ctypes.byref(_params(**over)), 1) == native.SCAN_BAD_ARGUMENT, over
-    assert run(None, 1) == native.SCAN_BAD_ARGUMENT
-    assert run(ctypes.byref(_params()), -2) == native.SCAN_BAD_ARGUMENT
+        assert run(ctypes.byref(_params(**over)), 1) == Status.BAD_ARGUMENT, over
+    assert run(None, 1) == Status.BAD_ARGUMENT
+    assert run(ctypes.byref(_params()), -2) == Status.BAD_ARGUMENT
     # Nothing to compute: NULL tensors are fine when B * L == 0.
     assert run(ctypes.byref(_params(seqlen=0, x=None, y=None, dt=None, B=None, C=None)), 1) == 0
     for code in (0, 1, 2, 3, 99):
@@ -354,9 +356,9 @@ def test_library_env_var_must_point_at_a_file(monkeypatch, tmp_path):
 
 
 def test_cli_registers_build_plugins():
-    from locore.cli import COMMANDS, build_parser
+    """The command layer exposes every option of ``locore.native.build_plugins``."""
+    from locore.cli import build_parser
 
-    assert COMMANDS["build-plugins"][0] == "locore.native"
     args = build_parser(["build-plugins"]).parse_args(
         ["build-plugins", "--no-cuda", "--jobs", "2", "--build-dir", "/tmp/x"]
     )

@@ -9,13 +9,10 @@ import torch
 from locore.cli import main
 from locore.model import load_checkpoint
 from locore.model.training import TrainConfig, TrainingData, sample_window, train
-from locore.runtime.features_io import (
-    FeatureBatch,
-    GroundTruth,
-    write_features_h5,
-    write_ground_truth,
-    write_shortlist,
-)
+from locore.runtime.ames import write_features
+from locore.runtime.ground_truth import GroundTruth, write_ground_truth
+from locore.runtime.local_features import LocalFeatures
+from locore.runtime.shortlist import write_shortlist
 
 ND, DL = 8, 16
 
@@ -42,7 +39,7 @@ def _synthetic(seed: int = 0, nq: int = 10, ndb: int = 60, npos: int = 3):
 
     def batch(desc):
         n = desc.shape[0]
-        return FeatureBatch(
+        return LocalFeatures(
             desc, np.zeros((n, ND), np.int64), np.full((n, ND, 2), 0.5, np.float32),
             np.ones((n, ND), np.float32), np.ones((n, ND), bool),
         )  # fmt: skip
@@ -57,10 +54,10 @@ def _mean_ap(model, data, ids, gnd):
         for i in range(len(gnd)):
             g = ids[i]
             scores = model(
-                query_desc=torch.from_numpy(data.q_desc[i : i + 1]),
-                query_mask=torch.from_numpy(data.q_mask[i : i + 1]),
-                gallery_desc=torch.from_numpy(data.db_desc[g][None]),
-                gallery_mask=torch.from_numpy(data.db_mask[g][None]),
+                query_desc=torch.from_numpy(data.queries.descriptors[i : i + 1]),
+                query_mask=torch.from_numpy(data.queries.mask[i : i + 1]),
+                gallery_desc=torch.from_numpy(data.database.descriptors[g][None]),
+                gallery_mask=torch.from_numpy(data.database.mask[g][None]),
             )[0].numpy()
             rel = np.isin(g[np.argsort(-scores)], np.concatenate([gnd[i]["easy"], gnd[i]["hard"]]))
             hits = np.cumsum(rel)
@@ -73,10 +70,7 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     q, db, ids, gnd = _synthetic()
     for name, b in (("q.h5", q), ("db.h5", db)):
-        write_features_h5(
-            root / name, xy=b.xy, scales=b.scales, mask=b.mask, weights=b.weights,
-            descriptors=b.descriptors,
-        )  # fmt: skip
+        write_features(root / name, b)
     write_shortlist(root / "nn.pkl", np.zeros(ids.shape, np.float32), ids)
     write_ground_truth(root / "gnd.pkl", GroundTruth(gnd))
     return root, ids, gnd

@@ -25,13 +25,15 @@ trt = pytest.importorskip(
 )
 import torch  # noqa: E402  (after the skip: the module needs TensorRT first)
 
+from locore import scan_spec  # noqa: E402
 from locore.model import selective_scan_ref  # noqa: E402
 
 pytestmark = [pytest.mark.trt, pytest.mark.gpu]
 
 PLUGIN_ENV = "LOCORE_TRT_PLUGIN_LIB"
-PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE = "SelectiveScan", "1", ""
-INPUT_NAMES = ("x", "dt", "A", "B", "C", "D", "dt_bias", "z")
+PLUGIN_NAME = scan_spec.PLUGIN_NAME
+PLUGIN_VERSION = scan_spec.PLUGIN_VERSION
+PLUGIN_NAMESPACE = scan_spec.PLUGIN_NAMESPACE
 
 # Per-dtype tolerances (mamba-ssm's test habits), relative to the output scale.
 TOL = {torch.float32: (6e-4, 2e-3), torch.float16: (3e-3, 5e-3)}
@@ -69,19 +71,22 @@ def creator():
 
 
 def _fields(variant: str, dt_softplus: int, reverse: int, chunk_size: int):
-    """The plugin fields, typed as TensorRT's ONNX parser types the node's attributes."""
-    return trt.PluginFieldCollection(
-        [
-            trt.PluginField("variant", variant.encode(), trt.PluginFieldType.CHAR),
-            trt.PluginField(
-                "dt_softplus", np.array([dt_softplus], np.int32), trt.PluginFieldType.INT32
-            ),
-            trt.PluginField("reverse", np.array([reverse], np.int32), trt.PluginFieldType.INT32),
-            trt.PluginField(
-                "chunk_size", np.array([chunk_size], np.int32), trt.PluginFieldType.INT32
-            ),
-        ]
+    """The plugin fields, typed as TensorRT's ONNX parser types the node's attributes
+    (STRING -> kCHAR, INT -> kINT32)."""
+    values = scan_spec.node_attributes(
+        variant=variant, dt_softplus=dt_softplus, reverse=reverse, chunk_size=chunk_size
     )
+    fields = []
+    for attr in scan_spec.ATTRIBUTES:
+        if not attr.plugin_field:
+            continue
+        value = values[attr.name]
+        if attr.type == "string":
+            fields.append(trt.PluginField(attr.name, str(value).encode(), trt.PluginFieldType.CHAR))
+        else:
+            data = np.array([value], np.int32)
+            fields.append(trt.PluginField(attr.name, data, trt.PluginFieldType.INT32))
+    return trt.PluginFieldCollection(fields)
 
 
 def _make_inputs(variant, batch, length, heads, pdim, groups, nstate, dtype, gate, seed):
@@ -117,12 +122,12 @@ def _build_engine(creator, example, variant, dt_softplus, reverse, chunk_size, m
     config = builder.create_builder_config()
     profile = builder.create_optimization_profile()
     inputs = []
-    for name in INPUT_NAMES:
-        if name not in example:
+    for spec in scan_spec.INPUTS:
+        if spec.name not in example:
             continue
-        tensor = example[name]
+        name, tensor = spec.name, example[spec.name]
         shape = list(tensor.shape)
-        if name not in ("A", "D", "dt_bias"):  # token-major tensors: L is axis 1
+        if spec.shape(variant)[:2] == ("B", "L"):  # token-major tensors: L is axis 1
             shape[1] = -1
             lo, hi = list(tensor.shape), list(tensor.shape)
             lo[1], hi[1] = 1, max_length
@@ -179,8 +184,8 @@ def test_creator_is_registered(creator):
     assert creator.name == PLUGIN_NAME
     assert creator.plugin_version == PLUGIN_VERSION
     assert creator.plugin_namespace == PLUGIN_NAMESPACE
-    names = {field.name for field in creator.field_names}
-    assert {"variant", "dt_softplus", "reverse", "chunk_size"} <= names
+    names = [field.name for field in creator.field_names]
+    assert names == [a.name for a in scan_spec.ATTRIBUTES if a.plugin_field]
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,8 @@
 /*
  * SelectiveScan: the shared C++ interface of the CPU library, the CUDA kernel and the
  * TensorRT plugin. Semantics: DESIGN.md section 3 (token-major [B, L, ...], FP32 state).
+ * The contract is written once in locore/scan_spec.py; tests/test_scan_spec.py checks this
+ * header (enums, status codes, LocoreScanParams, the input list below) against it.
  *
  * Inputs, in this fixed order (the ONNX node `locore::SelectiveScan` has the same order):
  *   0 x       mamba2: [B, L, H, P]      mamba1: u [B, L, Dc]   (then H = Dc, P = 1)

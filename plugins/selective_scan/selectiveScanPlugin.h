@@ -3,8 +3,10 @@
  * IPluginV3 interface and the CUDA kernel declared in selectiveScan.h.
  *
  * The op contract (inputs, attributes, semantics) is in README.md beside this file and in
- * DESIGN.md section 3. This file uses only the IPluginV3 family of interfaces, so that it builds
- * against the headers of TensorRT 10.x (10.3 and later) and 11.x alike.
+ * DESIGN.md section 3; in code, locore/scan_spec.py, which tests/test_scan_spec.py checks the
+ * names, fields and defaults of this plugin against. This file uses only the IPluginV3 family
+ * of interfaces, so that it builds against the headers of TensorRT 10.x (10.3 and later) and
+ * 11.x alike.
  */
 #ifndef LOCORE_SELECTIVE_SCAN_PLUGIN_H
 #define LOCORE_SELECTIVE_SCAN_PLUGIN_H

@@ -1,8 +1,19 @@
-"""Inference backends: one :class:`Backend` interface, one class per engine kind.
+"""Inference backends: one loader + one :class:`Runner` per engine kind, one re-ranker view.
 
-``create_backend(path, kind)`` picks the class; ``"auto"`` chooses by file suffix
-(``.engine``/``.plan`` -> TensorRT, anything else -> ONNX Runtime). Backend modules are imported
-only when chosen, so importing this package imports neither onnxruntime nor tensorrt.
+``load_runner(path, kind)`` opens any model with the runner of ``kind``;
+``create_backend(path, kind)`` wraps that runner in the re-ranker :class:`Backend` (config,
+graph I/O contract, limits). ``"auto"`` chooses by file suffix (``.engine``/``.plan``/``.trt``
+-> TensorRT, anything else -> ONNX Runtime). Kinds (loader -> runner):
+
+- ``onnxruntime``: ``ort.open_session`` -> ``OrtRunner``; the portable flavor, CPU or CUDA.
+- ``pluginref``: ``pluginref.pluginref_session`` -> ``OrtRunner``; the plugin flavor in ONNX
+  Runtime on the CPU, SelectiveScan run by the CPU library (a reference, as Polygraphy's
+  pluginref).
+- ``tensorrt``: not implemented yet (a clear error naming what to use instead).
+
+A new kind (e.g. the C++ runtime) is one loader + runner registered in :data:`BACKENDS`. Runner
+modules are imported only when chosen, so importing this package imports neither onnxruntime
+nor tensorrt.
 """
 
 from __future__ import annotations
@@ -11,12 +22,14 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from locore.runtime.backends.base import Backend, FeedError, format_shape
+from locore.config import LocoreConfig
+from locore.runtime.backends.base import Backend, FeedError, Runner, format_shape
 
-# kind -> "module:callable" returning a Backend for (path, **options)
+# kind -> "module:callable" returning a Runner for (path, **options)
 BACKENDS: dict[str, str] = {
-    "onnxruntime": "locore.runtime.backends.ort:OrtBackend",
-    "tensorrt": "locore.runtime.backends.tensorrt:load_tensorrt_backend",
+    "onnxruntime": "locore.runtime.backends.ort:OrtRunner",
+    "pluginref": "locore.runtime.backends.ort:load_pluginref_runner",
+    "tensorrt": "locore.runtime.backends.tensorrt:load_tensorrt_runner",
 }
 BACKEND_KINDS = ("auto", *BACKENDS)
 TENSORRT_SUFFIXES = (".engine", ".plan", ".trt")
@@ -27,20 +40,36 @@ def backend_kind_for(path: str | Path) -> str:
     return "tensorrt" if Path(path).suffix.lower() in TENSORRT_SUFFIXES else "onnxruntime"
 
 
-def create_backend(path: str | Path, kind: str = "auto", **options: Any) -> Backend:
-    """Load the model at ``path`` with backend ``kind``: auto, onnxruntime or tensorrt.
+def load_runner(path: str | Path, kind: str = "auto", **options: Any) -> Runner:
+    """Open the model at ``path`` (any model) with the runner of ``kind``.
 
-    ``options`` go to the backend class, e.g. ``providers=["cuda"]`` and ``threads=2`` for
-    ONNX Runtime.
+    ``options`` go to the kind's loader, e.g. ``providers=["cuda"]`` and ``threads=2`` for
+    ONNX Runtime, ``threads`` for pluginref.
     """
     if kind not in BACKEND_KINDS:
         raise ValueError(f"backend kind must be one of {list(BACKEND_KINDS)}, got {kind!r}")
     if kind == "auto":
         kind = backend_kind_for(path)
     module_name, attr = BACKENDS[kind].split(":")
-    factory = getattr(importlib.import_module(module_name), attr)
-    backend: Backend = factory(path, **options)
-    return backend
+    loader = getattr(importlib.import_module(module_name), attr)
+    runner: Runner = loader(path, **options)
+    return runner
+
+
+def create_backend(
+    path: str | Path, kind: str = "auto", *, config: LocoreConfig | None = None, **options: Any
+) -> Backend:
+    """Load the re-ranker at ``path`` with backend ``kind`` (see :data:`BACKEND_KINDS`).
+
+    ``config`` is the model's :class:`~locore.config.LocoreConfig` when the file has no
+    ``locore.config`` metadata; ``options`` go to the loader, as for :func:`load_runner`.
+    """
+    runner = load_runner(path, kind, **options)
+    try:
+        return Backend(runner, config)
+    except BaseException:
+        runner.close()
+        raise
 
 
 __all__ = [
@@ -48,7 +77,9 @@ __all__ = [
     "BACKEND_KINDS",
     "Backend",
     "FeedError",
+    "Runner",
     "backend_kind_for",
     "create_backend",
     "format_shape",
+    "load_runner",
 ]

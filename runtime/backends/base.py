@@ -1,11 +1,28 @@
-"""The one small interface every inference backend implements (in the spirit of Polygraphy runners).
+"""Runners and the re-ranker backend, in the manner of Polygraphy's loaders and runners.
 
-A backend holds one loaded re-ranker. It names its inputs and outputs
-(:class:`~locore.config.TensorSpec`, dynamic dims as strings), knows its float dtype, its
-limits (``max_gallery``: a TensorRT engine's optimization profile; None = unlimited) and the
-model's :class:`~locore.config.LocoreConfig`, and runs ``infer(feeds) -> outputs`` on numpy
-arrays. The rest of the runtime (packing, sliding windows, the CLI) uses nothing else, so a new
-backend is one new class registered in :mod:`locore.runtime.backends`.
+Two layers:
+
+- A **loader** opens an engine: ``open_session`` (ONNX Runtime), ``pluginref_session`` (the
+  plugin flavor in ONNX Runtime through the CPU library), later a TensorRT engine deserializer or
+  the C++ runtime. Loaders live beside their runner, one module per engine kind.
+- A :class:`Runner` runs any loaded model, whatever it computes: named, typed inputs and outputs
+  (:class:`~locore.config.TensorSpec` with concrete dtypes, dynamic dims as strings), the file's
+  ``metadata``, optional ``max_shapes`` (a TensorRT optimization profile's limits), the ONE strict
+  :meth:`Runner.check_feeds` and ``infer(feeds) -> outputs`` on numpy arrays. An engine kind
+  implements only :meth:`~Runner.input_specs`, :meth:`~Runner.output_specs` and
+  :meth:`~Runner._run` (and :meth:`~Runner.close` when it holds memory). The DINOv2 feature
+  extractor uses a runner directly.
+
+**Design choice: the re-ranker** :class:`Backend` **wraps any runner.** It is itself a
+:class:`Runner` (same ``infer``/``check_feeds``, so the check runs once, with re-ranker hints in
+its messages) that adds what a re-ranker needs: the model's
+:class:`~locore.config.LocoreConfig`, the recorded :class:`~locore.config.GraphIO`, the
+contract check, ``float_dtype`` and ``max_gallery``/``max_batch`` (read from the runner's
+``max_shapes``). So the ONNX Runtime, pluginref, TensorRT and C++ kinds each bring a loader and a
+runner, never a second re-ranker class; ``create_backend`` (in :mod:`locore.runtime.backends`)
+loads the runner of the chosen kind and wraps it. Composition was preferred over a mixin that the
+factory would combine with each runner class: one concrete class, no dynamic types, and a runner
+stays usable (and testable) on its own.
 """
 
 from __future__ import annotations
@@ -13,13 +30,15 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from locore.config import (
+    BATCH_DIM,
     GALLERY_DESC,
     GALLERY_DIM,
     GALLERY_MASK,
@@ -27,9 +46,11 @@ from locore.config import (
     QUERY_MASK,
     SCORES,
     ConfigError,
+    GraphIO,
     LocoreConfig,
     TensorSpec,
 )
+from locore.runtime.metadata import parse_graph_io, parse_model_metadata
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +58,11 @@ REQUIRED_INPUTS = (QUERY_DESC, QUERY_MASK, GALLERY_DESC, GALLERY_MASK)
 REQUIRED_OUTPUTS = (SCORES,)
 FLOAT_DTYPES = ("float32", "float16")
 
+_R = TypeVar("_R", bound="Runner")
+
 
 class FeedError(ValueError):
-    """The arrays given to :meth:`Backend.infer` do not match the model's inputs."""
+    """The arrays given to :meth:`Runner.infer` do not match the model's inputs."""
 
 
 def format_shape(shape: tuple[int | str, ...] | tuple[int, ...]) -> str:
@@ -47,20 +70,19 @@ def format_shape(shape: tuple[int | str, ...] | tuple[int, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-class Backend(abc.ABC):
-    """A loaded re-ranker: named, typed inputs and outputs, and ``infer``.
+class Runner(abc.ABC):
+    """One loaded model of any kind: named, typed inputs and outputs, and ``infer``.
 
-    Subclasses set ``self.path``, ``self.config`` and ``self.graph_io`` (the ``locore.graph_io``
-    metadata dict, ``{}`` if absent) and implement :meth:`input_specs`, :meth:`output_specs` and
-    :meth:`_run`. Input specs carry concrete dtypes (``float32``/``float16``/``bool``/``int64``),
-    not the contract's ``"float"`` placeholder.
+    Subclasses set ``self.path`` (the model file) and ``self.metadata`` (the file's custom
+    metadata, ``{}`` if none) and implement :meth:`input_specs`, :meth:`output_specs` and
+    :meth:`_run`. Specs carry concrete dtypes (``float32``/``float16``/``bool``/``int64``...),
+    never the contract's ``"float"`` placeholder. ``kind`` names the engine kind
+    (``"onnxruntime"``, ``"pluginref"``...); an instance may override the class default.
     """
 
-    kind: ClassVar[str] = "abstract"
-
+    kind: str = "runner"
     path: Path
-    config: LocoreConfig
-    graph_io: dict[str, Any]
+    metadata: dict[str, str]
 
     # ---- what subclasses implement --------------------------------------------------------
     @abc.abstractmethod
@@ -73,32 +95,21 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the model on feeds already checked by :meth:`check_feeds`."""
+        """Run the model on feeds already checked by :meth:`check_feeds`; every output."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook, most backends have nothing to free
+    def close(self) -> None:  # noqa: B027 - optional hook, most runners have nothing to free
         """Free the engine and its buffers."""
 
+    @property
+    def max_shapes(self) -> Mapping[str, tuple[int, ...]] | None:
+        """The largest shape each input accepts, by input name (``None``: unlimited).
+
+        A TensorRT engine reports its optimization profile's max shapes here; ONNX Runtime has
+        no limit. :meth:`check_feeds` refuses feeds whose dynamic dims exceed them.
+        """
+        return None
+
     # ---- derived --------------------------------------------------------------------------
-    @property
-    def max_gallery(self) -> int | None:
-        """Most gallery images per call (``None`` = unlimited)."""
-        return None
-
-    @property
-    def max_batch(self) -> int | None:
-        """Most queries per call (``None`` = unlimited)."""
-        return None
-
-    @property
-    def float_dtype(self) -> np.dtype:
-        """The engine's float dtype (float32 or float16), read from the ``query_desc`` input."""
-        dtype = self.input_spec(QUERY_DESC).dtype
-        if dtype not in FLOAT_DTYPES:
-            raise ConfigError(
-                f"{self.path}: input {QUERY_DESC!r} must be float32 or float16, got {dtype}"
-            )
-        return np.dtype(dtype)
-
     def input_names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.input_specs())
 
@@ -114,15 +125,215 @@ class Backend(abc.ABC):
                 return spec
         raise KeyError(f"{self.path} has no input {name!r}; inputs are {list(self.input_names())}")
 
+    def output_spec(self, name: str) -> TensorSpec:
+        for spec in self.output_specs():
+            if spec.name == name:
+                return spec
+        raise KeyError(
+            f"{self.path} has no output {name!r}; outputs are {list(self.output_names())}"
+        )
+
+    def dim_limits(self) -> dict[str, int]:
+        """The most each named dynamic dim may be, from :attr:`max_shapes` (``{}``: unlimited)."""
+        limits: dict[str, int] = {}
+        shapes = self.max_shapes or {}
+        for spec in self.input_specs():
+            top = shapes.get(spec.name)
+            if top is None:
+                continue
+            for dim, size in zip(spec.shape, top, strict=False):
+                if isinstance(dim, str):
+                    limits[dim] = min(limits.get(dim, size), size)
+        return limits
+
     def describe(self) -> str:
         """One line per input/output, for logs and ``--verbose``."""
-        lines = [f"{self.kind} backend for {self.path} (config {self.config.name!r})"]
+        lines = [self._title()]
         for role, specs in (("input", self.input_specs()), ("output", self.output_specs())):
             for spec in specs:
                 lines.append(f"  {role:6s} {spec.name:14s} {format_shape(spec.shape)} {spec.dtype}")
         return "\n".join(lines)
 
-    # ---- checks -----------------------------------------------------------------------------
+    def _title(self) -> str:
+        return f"{self.kind} runner for {self.path}"
+
+    # ---- the one feed check -----------------------------------------------------------------
+    def check_feeds(self, feeds: Mapping[str, Any]) -> None:
+        """Raise :class:`FeedError` unless ``feeds`` has exactly the inputs, shapes and dtypes.
+
+        Checked: the exact input names (none missing, none unknown), numpy arrays, dtypes,
+        ranks, fixed dims, one size per named dynamic dim across all inputs, and the
+        :attr:`max_shapes` limits.
+        """
+        specs = self.input_specs()
+        names = [s.name for s in specs]
+        missing = [n for n in names if n not in feeds]
+        unknown = [n for n in feeds if n not in names]
+        if missing or unknown:
+            parts = []
+            if missing:
+                parts.append(f"missing {missing}")
+            if unknown:
+                parts.append(f"unknown {unknown}")
+            raise FeedError(
+                f"feeds do not match the model's inputs: {', '.join(parts)}; this model takes "
+                f"{names} (got {list(feeds)}). {self._names_hint()}"
+            )
+        bound: dict[str, tuple[int, str]] = {}
+        for spec in specs:
+            array = feeds[spec.name]
+            if not isinstance(array, np.ndarray):
+                raise FeedError(
+                    f"input {spec.name} must be a numpy array {format_shape(spec.shape)} "
+                    f"{spec.dtype}, got {type(array).__name__}"
+                )
+            ok = array.dtype == np.dtype(spec.dtype) and array.ndim == len(spec.shape)
+            if ok:
+                for dim, size in zip(spec.shape, array.shape, strict=True):
+                    if isinstance(dim, int) and dim != size:
+                        ok = False
+            if not ok:
+                raise FeedError(
+                    f"input {spec.name} must be {format_shape(spec.shape)} {spec.dtype}, got "
+                    f"{format_shape(array.shape)} {array.dtype}; {self._shape_hint()}"
+                )
+            for dim, size in zip(spec.shape, array.shape, strict=True):
+                if isinstance(dim, str):
+                    if dim in bound and bound[dim][0] != size:
+                        first_size, first_name = bound[dim]
+                        raise FeedError(
+                            f"inputs disagree on dynamic dim {dim!r}: {first_name} has "
+                            f"{first_size}, {spec.name} has {size} "
+                            f"({format_shape(array.shape)}); every input must use the same {dim}"
+                        )
+                    bound.setdefault(dim, (size, spec.name))
+        for dim, limit in self.dim_limits().items():
+            if dim in bound and bound[dim][0] > limit:
+                raise FeedError(self._limit_message(dim, bound[dim][0], limit))
+
+    def _names_hint(self) -> str:
+        """What to do about wrong feed names (a subclass knows better)."""
+        return f"Feed exactly the inputs of {self.path}"
+
+    def _shape_hint(self) -> str:
+        """What the model expects, appended to a shape or dtype error."""
+        inputs = ", ".join(
+            f"{s.name} {format_shape(s.shape)} {s.dtype}" for s in self.input_specs()
+        )
+        return f"{self.path} takes {inputs}"
+
+    def _limit_message(self, dim: str, size: int, limit: int) -> str:
+        return (
+            f"dynamic dim {dim!r} is {size} in this call, but this engine takes at most {limit}; "
+            "feed less, or rebuild the engine with a larger optimization profile"
+        )
+
+    # ---- running ------------------------------------------------------------------------------
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model: ``feeds`` keyed by input name -> every output keyed by output name."""
+        self.check_feeds(feeds)
+        return self._run(feeds)
+
+    def __enter__(self: _R) -> _R:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Backend(Runner):
+    """A loaded LOCORE re-ranker: any :class:`Runner` plus the model's config and contract.
+
+    Args:
+        runner: the loaded model (any engine kind); the backend owns it and closes it.
+        config: the model's config when the file has no ``locore.config`` metadata; when given,
+            it wins over the metadata (the recorded graph I/O is still read).
+
+    Raises :class:`~locore.config.ConfigError` when the model does not honour the graph I/O
+    contract of :func:`locore.config.graph_io` for its config. ``infer`` returns
+    ``scores: [B, G] float32``, one logit per gallery image.
+    """
+
+    config: LocoreConfig
+    graph_io: GraphIO | None
+
+    def __init__(self, runner: Runner, config: LocoreConfig | None = None) -> None:
+        self.runner = runner
+        self.kind = runner.kind
+        self.path = runner.path
+        self.metadata = runner.metadata
+        source = str(self.path)
+        if config is None:
+            self.config, self.graph_io = parse_model_metadata(self.metadata, source)
+        else:
+            self.config, self.graph_io = config, parse_graph_io(self.metadata, source)
+        recorded = self.graph_io or GraphIO((), ())
+        descriptions = {s.name: s.description for s in (*recorded.inputs, *recorded.outputs)}
+        self._inputs = tuple(
+            replace(s, description=descriptions.get(s.name, s.description))
+            for s in runner.input_specs()
+        )
+        self._outputs = tuple(
+            replace(s, description=descriptions.get(s.name, s.description))
+            for s in runner.output_specs()
+        )
+        self.check_contract()
+        names = [s.name for s in recorded.inputs]
+        if names and sorted(names) != sorted(self.input_names()):
+            log.warning(
+                "%s: graph inputs %s differ from the recorded locore.graph_io inputs %s",
+                self.path,
+                list(self.input_names()),
+                names,
+            )
+        log.debug("%s", self.describe())
+
+    # ---- the runner underneath --------------------------------------------------------------
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
+
+    def output_specs(self) -> tuple[TensorSpec, ...]:
+        return self._outputs
+
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.runner._run(feeds)
+
+    def close(self) -> None:
+        self.runner.close()
+
+    @property
+    def max_shapes(self) -> Mapping[str, tuple[int, ...]] | None:
+        return self.runner.max_shapes
+
+    # ---- re-ranker view ----------------------------------------------------------------------
+    @property
+    def max_gallery(self) -> int | None:
+        """Most gallery images per call (``None`` = unlimited)."""
+        return self.dim_limits().get(GALLERY_DIM)
+
+    @property
+    def max_batch(self) -> int | None:
+        """Most queries per call (``None`` = unlimited)."""
+        return self.dim_limits().get(BATCH_DIM)
+
+    @property
+    def float_dtype(self) -> np.dtype:
+        """The engine's float dtype (float32 or float16), read from the ``query_desc`` input."""
+        dtype = self.input_spec(QUERY_DESC).dtype
+        if dtype not in FLOAT_DTYPES:
+            raise ConfigError(
+                f"{self.path}: input {QUERY_DESC!r} must be float32 or float16, got {dtype}"
+            )
+        return np.dtype(dtype)
+
+    def _title(self) -> str:
+        return f"{self.kind} backend for {self.path} (config {self.config.name!r})"
+
     def check_contract(self) -> None:
         """Check that the model honours the graph I/O contract of ``locore.config.graph_io``."""
         inputs, outputs = self.input_names(), self.output_names()
@@ -149,81 +360,27 @@ class Backend(abc.ABC):
                     f"says {what}={value}; the metadata does not match the graph. Re-export it"
                 )
 
-    def check_feeds(self, feeds: Mapping[str, Any]) -> None:
-        """Raise :class:`FeedError` unless ``feeds`` has exactly the inputs, shapes and dtypes."""
-        specs = self.input_specs()
-        names = [s.name for s in specs]
-        missing = [n for n in names if n not in feeds]
-        unknown = [n for n in feeds if n not in names]
-        if missing or unknown:
-            parts = []
-            if missing:
-                parts.append(f"missing {missing}")
-            if unknown:
-                parts.append(f"unknown {unknown}")
-            raise FeedError(
-                f"feeds do not match the model's inputs: {', '.join(parts)}; this model takes "
-                f"{names} (got {list(feeds)}). Build feeds with locore.runtime.Packer"
-            )
-        bound: dict[str, tuple[int, str]] = {}
-        for spec in specs:
-            array = feeds[spec.name]
-            if not isinstance(array, np.ndarray):
-                raise FeedError(
-                    f"{spec.name} must be a numpy array {format_shape(spec.shape)} {spec.dtype}, "
-                    f"got {type(array).__name__}"
-                )
-            ok = array.dtype == np.dtype(spec.dtype) and array.ndim == len(spec.shape)
-            if ok:
-                for dim, size in zip(spec.shape, array.shape, strict=True):
-                    if isinstance(dim, int) and dim != size:
-                        ok = False
-            if not ok:
-                raise FeedError(
-                    f"{spec.name} must be {format_shape(spec.shape)} {spec.dtype}, got "
-                    f"{format_shape(array.shape)} {array.dtype}; {self._export_hint()}"
-                )
-            for dim, size in zip(spec.shape, array.shape, strict=True):
-                if isinstance(dim, str):
-                    if dim in bound and bound[dim][0] != size:
-                        first_size, first_name = bound[dim]
-                        raise FeedError(
-                            f"inputs disagree on dynamic dim {dim!r}: {first_name} has "
-                            f"{first_size}, {spec.name} has {size} "
-                            f"({format_shape(array.shape)}); every input must use the same {dim}"
-                        )
-                    bound.setdefault(dim, (size, spec.name))
-        limit = self.max_gallery
-        if limit is not None and GALLERY_DIM in bound and bound[GALLERY_DIM][0] > limit:
-            raise FeedError(
-                f"{bound[GALLERY_DIM][0]} gallery images per call, but this engine takes at most "
-                f"{limit}; use a window of at most {limit} or rebuild the engine with a larger "
-                "optimization profile"
-            )
+    # ---- re-ranker wording of the feed errors ------------------------------------------------
+    def _names_hint(self) -> str:
+        return "Build feeds with locore.runtime.Packer"
 
-    def _export_hint(self) -> str:
+    def _shape_hint(self) -> str:
         cfg = self.config
         return (
             f"this engine was exported for {cfg.num_desc} descriptors of dimension "
             f"{cfg.desc_dim} per image (config {cfg.name!r}) in {self.float_dtype.name}"
         )
 
-    # ---- running ------------------------------------------------------------------------------
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the model: ``feeds`` keyed by input name -> outputs keyed by output name.
-
-        ``scores``: [B, G] float32, one logit per gallery image.
-        """
-        self.check_feeds(feeds)
-        return self._run(feeds)
-
-    def __enter__(self) -> Backend:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _limit_message(self, dim: str, size: int, limit: int) -> str:
+        if dim == GALLERY_DIM:
+            return (
+                f"{size} gallery images per call, but this engine takes at most {limit}; use a "
+                f"window of at most {limit} or rebuild the engine with a larger optimization "
+                "profile"
+            )
+        if dim == BATCH_DIM:
+            return (
+                f"{size} queries per call, but this engine takes at most {limit}; score fewer "
+                "queries per call or rebuild the engine with a larger optimization profile"
+            )
+        return super()._limit_message(dim, size, limit)

@@ -1,19 +1,23 @@
-"""ONNX Runtime backend: runs the portable ONNX flavor on the CPU (default) or CUDA."""
+"""ONNX Runtime: the loader (:func:`open_session`) and the runner (:class:`OrtRunner`).
+
+:class:`OrtRunner` runs any ONNX model (the portable re-ranker on the CPU or CUDA, the DINOv2
+feature model); ``create_backend(path, "onnxruntime")`` wraps it in the re-ranker
+:class:`~locore.runtime.backends.base.Backend`. The ``"pluginref"`` kind runs the plugin flavor
+in the same runner, from the session of :func:`locore.runtime.backends.pluginref.pluginref_session`.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from locore.config import LocoreConfig, TensorSpec
+from locore.config import TensorSpec
 from locore.deps import MissingDependencyError, require
-from locore.runtime.backends.base import Backend, FeedError, format_shape
-from locore.runtime.metadata import CONFIG_METADATA_KEY, parse_model_metadata
+from locore.runtime.backends.base import Runner
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +77,15 @@ def resolve_providers(providers: str | Sequence[str] | None, available: Sequence
     return resolved
 
 
-def _spec(node: Any, descriptions: Mapping[str, str]) -> TensorSpec:
+def _spec(node: Any) -> TensorSpec:
+    """A session input/output (``onnxruntime.NodeArg``) as a TensorSpec; an unnamed dynamic dim
+    gets the name ``<tensor>_dim<axis>``."""
     dtype = _ORT_TYPES.get(node.type, node.type)
     shape = tuple(
         d if isinstance(d, int) else (d if isinstance(d, str) and d else f"{node.name}_dim{i}")
         for i, d in enumerate(node.shape)
     )
-    return TensorSpec(node.name, shape, dtype, descriptions.get(node.name, ""))
+    return TensorSpec(node.name, shape, dtype)
 
 
 def open_session(
@@ -89,7 +95,7 @@ def open_session(
 ) -> Any:
     """An ``onnxruntime.InferenceSession`` for the ONNX file ``path`` (any model).
 
-    ``providers`` and ``threads`` as for :class:`OrtBackend`. Raises FileNotFoundError for a
+    ``providers`` and ``threads`` as for :class:`OrtRunner`. Raises FileNotFoundError for a
     missing file and RuntimeError, naming the file, when ONNX Runtime cannot load it.
     """
     path = Path(path)
@@ -110,21 +116,24 @@ def open_session(
         if "SelectiveScan" in str(exc):
             raise RuntimeError(
                 f"{path} is the plugin flavor (custom SelectiveScan nodes for the "
-                "TensorRT plugin), which ONNX Runtime cannot run; export the portable flavor "
-                "(`locore export --flavor portable`) or use the TensorRT backend"
+                "TensorRT plugin), which plain ONNX Runtime cannot run; export the portable "
+                "flavor (`locore export --flavor portable`), use the TensorRT backend, or run "
+                "it on the CPU with the pluginref backend (--backend pluginref)"
             ) from exc
         raise RuntimeError(f"ONNX Runtime could not load {path}: {exc}") from exc
 
 
-class OrtBackend(Backend):
-    """An ONNX model in an ``onnxruntime.InferenceSession``.
+class OrtRunner(Runner):
+    """Any ONNX model in an ``onnxruntime.InferenceSession``, by named inputs and outputs.
 
     Args:
-        path: the ``.onnx`` file (portable flavor; the plugin flavor needs TensorRT).
+        path: the ``.onnx`` file (for a re-ranker, the portable flavor; the plugin flavor runs
+            with the ``"pluginref"`` kind or TensorRT).
         providers: ``None`` (CPU), ``"auto"`` (CUDA if available) or a list such as
             ``["cuda"]``; see :func:`resolve_providers`.
         threads: intra-op threads (``None``: ONNX Runtime's default, all cores).
-        config: the model's config when the file has no ``locore.config`` metadata.
+
+    :meth:`from_session` wraps a session opened by another loader.
     """
 
     kind = "onnxruntime"
@@ -134,86 +143,32 @@ class OrtBackend(Backend):
         path: str | Path,
         providers: str | Sequence[str] | None = None,
         threads: int | None = None,
-        config: LocoreConfig | None = None,
     ) -> None:
-        self.path = Path(path)
-        self.model = OnnxModel(self.path, providers, threads)
-        self.session = self.model.session
-        meta = self.model.metadata
-        if config is None:
-            self.config, self.graph_io = parse_model_metadata(meta, str(self.path))
-        else:  # the caller's config wins; the recorded graph I/O is still used if present
-            self.config = config
-            self.graph_io = {}
-            if CONFIG_METADATA_KEY in meta:
-                self.graph_io = parse_model_metadata(meta, str(self.path))[1]
-        descriptions = {
-            spec.get("name", ""): spec.get("description", "")
-            for key in ("inputs", "outputs")
-            for spec in self.graph_io.get(key, [])
-            if isinstance(spec, dict)
-        }
-        self._inputs = tuple(
-            replace(s, description=descriptions.get(s.name, "")) for s in self.model.input_specs()
-        )
-        self._outputs = tuple(
-            replace(s, description=descriptions.get(s.name, "")) for s in self.model.output_specs()
-        )
-        self.check_contract()
-        recorded = [
-            str(s.get("name")) for s in self.graph_io.get("inputs", []) if isinstance(s, dict)
-        ]
-        if recorded and sorted(recorded) != sorted(self.input_names()):
-            log.warning(
-                "%s: graph inputs %s differ from the recorded locore.graph_io inputs %s",
-                self.path,
-                list(self.input_names()),
-                recorded,
-            )
-        log.debug("%s\nproviders: %s", self.describe(), self.model.providers)
+        self._attach(open_session(path, providers, threads), Path(path))
+
+    @classmethod
+    def from_session(cls, session: Any, path: str | Path, kind: str | None = None) -> OrtRunner:
+        """A runner over an already opened ``InferenceSession`` of the file ``path``.
+
+        ``kind`` names the loader that opened it (default ``"onnxruntime"``).
+        """
+        runner = cls.__new__(cls)
+        runner._attach(session, Path(path))
+        if kind is not None:
+            runner.kind = kind
+        return runner
+
+    def _attach(self, session: Any, path: Path) -> None:
+        self.path = path
+        self.session = session
+        self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
+        self._inputs = tuple(_spec(n) for n in session.get_inputs())
+        self._outputs = tuple(_spec(n) for n in session.get_outputs())
+        log.debug("%s\nproviders: %s", self.describe(), self.providers)
 
     @property
     def providers(self) -> list[str]:
         """The providers the session actually uses, in priority order."""
-        return self.model.providers
-
-    def input_specs(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    def output_specs(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
-
-    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.model.run(feeds)
-
-    def close(self) -> None:
-        self.model.close()
-        self.__dict__.pop("session", None)
-
-
-class OnnxModel:
-    """Any ONNX model in ONNX Runtime, by named inputs and outputs (not only re-rankers).
-
-    The small generic runner under the feature extractors (e.g. the DINOv2 one): the session
-    (:func:`open_session`, the same loading as :class:`OrtBackend`), the file's custom metadata,
-    the graph I/O as :class:`~locore.config.TensorSpec` (dynamic dims as strings) and
-    :meth:`run`, which checks names, dtypes and fixed dims before running.
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        providers: str | Sequence[str] | None = None,
-        threads: int | None = None,
-    ) -> None:
-        self.path = Path(path)
-        self.session = open_session(self.path, providers, threads)
-        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
-        self._inputs = tuple(_spec(n, {}) for n in self.session.get_inputs())
-        self._outputs = tuple(_spec(n, {}) for n in self.session.get_outputs())
-
-    @property
-    def providers(self) -> list[str]:
         return list(self.session.get_providers())
 
     def input_specs(self) -> tuple[TensorSpec, ...]:
@@ -222,53 +177,34 @@ class OnnxModel:
     def output_specs(self) -> tuple[TensorSpec, ...]:
         return self._outputs
 
-    def input_names(self) -> tuple[str, ...]:
-        return tuple(spec.name for spec in self._inputs)
-
-    def output_names(self) -> tuple[str, ...]:
-        return tuple(spec.name for spec in self._outputs)
-
-    def check_feeds(self, feeds: Mapping[str, Any]) -> None:
-        """Raise :class:`FeedError` unless ``feeds`` has every input with its dtype and dims."""
-        names = self.input_names()
-        if sorted(feeds) != sorted(names):
-            raise FeedError(f"{self.path} takes inputs {list(names)}, got {list(feeds)}")
-        for spec in self._inputs:
-            array = feeds[spec.name]
-            ok = (
-                isinstance(array, np.ndarray)
-                and array.dtype == np.dtype(spec.dtype)
-                and array.ndim == len(spec.shape)
-                and all(
-                    isinstance(dim, str) or dim == size
-                    for dim, size in zip(spec.shape, array.shape, strict=False)
-                )
-            )
-            if not ok:
-                got = (
-                    f"{format_shape(array.shape)} {array.dtype}"
-                    if isinstance(array, np.ndarray)
-                    else type(array).__name__
-                )
-                raise FeedError(
-                    f"{self.path}: input {spec.name} must be {format_shape(spec.shape)} "
-                    f"{spec.dtype}, got {got}"
-                )
-
-    def run(
-        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
-    ) -> dict[str, np.ndarray]:
-        """Run the model: ``feeds`` by input name -> the requested outputs (all by default)."""
-        self.check_feeds(feeds)
-        names = list(self.output_names() if outputs is None else outputs)
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = list(self.output_names())
         values = self.session.run(names, dict(feeds))
         return dict(zip(names, values, strict=True))
 
     def close(self) -> None:
         self.__dict__.pop("session", None)
 
-    def __enter__(self) -> OnnxModel:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def load_pluginref_runner(
+    path: str | Path,
+    providers: str | Sequence[str] | None = None,
+    threads: int | None = None,
+) -> OrtRunner:
+    """The ``"pluginref"`` kind: the plugin-flavor ONNX in ONNX Runtime on the CPU, its
+    SelectiveScan nodes run by the CPU library (loader:
+    :func:`locore.runtime.backends.pluginref.pluginref_session`).
+
+    ``providers`` is accepted for the same options as ``"onnxruntime"`` but must mean the CPU
+    (``None``, ``"cpu"``, ``"auto"``, ``["cpu"]``).
+    """
+    cpu = (None, "auto", "cpu", PROVIDER_ALIASES["cpu"])
+    chosen = [providers] if providers is None or isinstance(providers, str) else list(providers)
+    if any(p not in cpu and str(p).lower() != "cpu" for p in chosen):
+        raise ValueError(
+            f"the pluginref backend runs on the CPU only (SelectiveScan through the CPU library), "
+            f"got providers={providers!r}; use --device cpu, or the tensorrt backend on a GPU"
+        )
+    from locore.runtime.backends.pluginref import pluginref_session
+
+    return OrtRunner.from_session(pluginref_session(path, threads=threads), path, kind="pluginref")

@@ -1,12 +1,15 @@
-"""TensorRT backend (not implemented yet): the place where it plugs in.
+"""TensorRT (not implemented yet): where its loader and runner plug in.
 
-What it will do, following NVIDIA's documented Python API: deserialize an engine
+What they will do, following NVIDIA's documented Python API. The loader deserializes an engine
 (``trt.Runtime.deserialize_cuda_engine``, after ``get_plugin_registry().load_library`` for the
-SelectiveScan plugin), list its I/O tensors by name (``engine.get_tensor_name``,
-``get_tensor_shape``, ``get_tensor_dtype``), read the optimization-profile limits
-(``engine.get_tensor_profile_shape``) into ``max_gallery``/``max_batch``, hold device buffers
-(cuda-python), and in ``_run`` set input shapes, bind addresses (``set_tensor_address``) and
-call ``execute_async_v3`` on a stream. Nothing else in the runtime changes.
+SelectiveScan plugin). A ``TrtRunner(Runner)`` lists the engine's I/O tensors by name
+(``engine.get_tensor_name``, ``get_tensor_shape``, ``get_tensor_dtype``) as ``input_specs`` /
+``output_specs``, reports the optimization profile's max shapes
+(``engine.get_tensor_profile_shape``) as ``max_shapes`` (the re-ranker
+:class:`~locore.runtime.backends.base.Backend` reads ``max_gallery``/``max_batch`` from them),
+holds device buffers (cuda-python), and in ``_run`` sets input shapes, binds addresses
+(``set_tensor_address``) and calls ``execute_async_v3`` on a stream. ``create_backend`` wraps it
+like any runner: nothing else in the runtime changes.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from locore.deps import require
-from locore.runtime.backends.base import Backend
+from locore.runtime.backends.base import Runner
 
 
-def load_tensorrt_backend(path: str | Path, **options: Any) -> Backend:
+def load_tensorrt_runner(path: str | Path, **options: Any) -> Runner:
     """Raise MissingDependencyError without TensorRT, else NotImplementedError (for now)."""
     require("tensorrt", "the TensorRT backend")
     raise NotImplementedError(

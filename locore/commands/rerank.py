@@ -1,29 +1,28 @@
 """``locore rerank``: sliding-window re-ranking of AMES/LOCORE shortlists with an exported model.
 
-A thin layer over :class:`locore.runtime.rerank.Reranker`; every flag is a Python argument.
-Writes the re-ranked shortlist as ``.npy`` [Nq, K] int64 (K = shortlist length).
+A thin layer over :class:`locore.runtime.sliding_windows.Reranker`; every flag is a Python
+argument. Writes the re-ranked shortlist as ``.npy`` [Nq, K] int64 (K = shortlist length).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from locore.deps import require
-from locore.fileio import atomic_path
-from locore.runtime.backends import BACKEND_KINDS, create_backend
-from locore.runtime.features_io import FeatureFile, read_global_descriptors, read_shortlist
-from locore.runtime.rerank import ORDERS, Reranker, RerankParams
-
-DEVICES = {"cpu": None, "cuda": ["cuda"], "auto": "auto"}
+from locore.commands.args import (
+    add_backend_arguments,
+    add_progress_argument,
+    add_rerank_arguments,
+    backend_options,
+    output_path,
+    rerank_params,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = RerankParams()
     files = parser.add_argument_group("files")
     files.add_argument(
         "--query-features",
@@ -83,90 +82,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="database global descriptors (raw float32 or .npy)",
     )
-    window = parser.add_argument_group("sliding windows (defaults: LOCORE's evaluation)")
-    window.add_argument(
-        "--topk",
-        type=int,
-        default=defaults.topk,
-        help="re-rank the top K of each shortlist (default %(default)s)",
-    )
-    window.add_argument(
-        "--window",
-        type=int,
-        default=defaults.window,
-        help="gallery images per model call (default %(default)s)",
-    )
-    window.add_argument(
-        "--stride",
-        type=int,
-        default=defaults.stride,
-        help="positions between window starts, <= window (default %(default)s)",
-    )
-    window.add_argument(
-        "--order",
-        choices=ORDERS,
-        default=defaults.order,
-        help="order of the windows (default %(default)s)",
-    )
-    window.add_argument(
-        "--alpha",
-        type=float,
-        default=defaults.alpha,
-        help="weight of the global similarity in the fused score (default %(default)s)",
-    )
-    window.add_argument(
-        "--temperature",
-        type=float,
-        default=defaults.temperature,
-        help="t in sigmoid(t * logit) (default %(default)s)",
-    )
-    window.add_argument(
+    add_rerank_arguments(parser)
+    parser.add_argument(
         "--clip-scales",
         action="store_true",
         help="clamp scale ids into the model's range instead of failing",
     )
-    engine = parser.add_argument_group("engine")
-    engine.add_argument(
-        "--backend",
-        choices=BACKEND_KINDS,
-        default="auto",
-        help="inference backend (default: by the model's file suffix)",
-    )
-    engine.add_argument(
-        "--device",
-        choices=sorted(DEVICES),
-        default="cpu",
-        help="ONNX Runtime device (default %(default)s; cuda needs onnxruntime-gpu)",
-    )
-    engine.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="ONNX Runtime intra-op threads (default: all cores)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")  # fmt: skip
+    add_backend_arguments(parser)
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in ("output", "scores_output"):
-        path = getattr(args, name)
-        if path is not None and path.suffix != ".npy":
-            flag = "--" + name.replace("_", "-")
-            raise ValueError(f"{flag} must be a .npy file, got {path}")
-    params = RerankParams(
-        window=args.window,
-        topk=args.topk,
-        stride=args.stride,
-        order=args.order,
-        alpha=args.alpha,
-        temperature=args.temperature,
-    )
-    tqdm = require("tqdm", "progress bars").tqdm
+    from locore.fileio import atomic_path
+    from locore.progress import progress_bar
+    from locore.runtime.ames import FeatureFile
+    from locore.runtime.backends import create_backend
+    from locore.runtime.global_descriptors import read_global_descriptors
+    from locore.runtime.shortlist import read_shortlist
+    from locore.runtime.sliding_windows import Reranker
+
+    output_path(args.output, ".npy", "--output")
+    if args.scores_output is not None:
+        output_path(args.scores_output, ".npy", "--scores-output")
+    params = rerank_params(args)
     shortlist = read_shortlist(args.shortlist, allow_pickle=args.allow_pickle)
-    options = {}
-    if args.backend != "tensorrt":
-        options = {"providers": DEVICES[args.device], "threads": args.threads}
-    backend = create_backend(args.model, args.backend, **options)
+    backend = create_backend(args.model, args.backend, **backend_options(args))
     reranker = Reranker(backend, params, clip_scales=args.clip_scales)
     query_global = db_global = None
     if reranker.packer.with_global:
@@ -188,8 +128,13 @@ def run(args: argparse.Namespace) -> int:
                 f"{len(queries)} query images"
             )
         results = reranker.rerank_many(queries, database, shortlist, query_global, db_global)
-        bar = tqdm(results, total=shortlist.num_queries, desc="re-ranking", unit="query",
-                   disable=args.quiet or None, file=sys.stderr)  # fmt: skip
+        bar = progress_bar(
+            results,
+            total=shortlist.num_queries,
+            desc="re-ranking",
+            unit="query",
+            enabled=not args.no_progress,
+        )
         for q, result in enumerate(bar):
             ranks[q] = result.ids
             scores[q] = result.scores

@@ -1,7 +1,9 @@
 # TensorRT plugin library liblocore_trt_plugins.so (IPluginV3 `SelectiveScan`).
 #
 # Included by plugins/CMakeLists.txt when TENSORRT_ROOT is set, after the CUDA kernel target
-# `locore_scan_cuda` exists. TENSORRT_ROOT may be
+# `locore_scan_cuda` exists and LOCORE_PLUGIN_SOURCES / LOCORE_PLUGIN_INCLUDE_DIRS list the glue
+# of every plugin. The library is the entry points and logger of this folder plus that glue.
+# TENSORRT_ROOT may be
 #   - a tar/zip install:       <root>/include/NvInfer.h, <root>/lib/libnvinfer.so
 #   - a CUDA-style layout:     <root>/targets/<arch>-linux/include, <root>/targets/<arch>-linux/lib
 #   - JetPack / Debian packages: TENSORRT_ROOT=/usr, with /usr/include/aarch64-linux-gnu/NvInfer.h and
@@ -80,8 +82,8 @@ find_package(CUDAToolkit REQUIRED)
 add_library(locore_trt_plugins SHARED
   ${CMAKE_CURRENT_LIST_DIR}/pluginLibrary.cpp
   ${CMAKE_CURRENT_LIST_DIR}/pluginLogger.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/selectiveScanPlugin.cpp)
-target_include_directories(locore_trt_plugins PRIVATE ${CMAKE_CURRENT_LIST_DIR})
+  ${LOCORE_PLUGIN_SOURCES})
+target_include_directories(locore_trt_plugins PRIVATE ${CMAKE_CURRENT_LIST_DIR} ${LOCORE_PLUGIN_INCLUDE_DIRS})
 # TensorRT and CUDA headers are system headers: their own warnings are not ours.
 target_include_directories(locore_trt_plugins SYSTEM PRIVATE ${LOCORE_TENSORRT_INCLUDE_DIR})
 target_link_libraries(locore_trt_plugins PRIVATE locore_scan_cuda ${LOCORE_TENSORRT_LIBRARY} CUDA::cudart)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from pathlib import Path
 
 
@@ -42,6 +40,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def training_recipe(args: argparse.Namespace) -> str:
+    """The command that reproduces this run, without the machine's paths: files are named by
+    their role (``<query-features>``), every other flag is kept."""
+    parts = ["locore train"]
+    for flag in ("query_features", "db_features", "shortlist", "ground_truth", "output"):
+        parts.append(f"--{flag.replace('_', '-')} <{flag.replace('_', '-')}>")
+    if args.allow_pickle:
+        parts.append("--allow-pickle")
+    parts.append(f"--preset {args.preset}")
+    if args.num_desc != 48:
+        parts.append(f"--num-desc {args.num_desc}")
+    for name in ("steps", "batch_size", "window", "lr", "seed", "threads"):
+        value = getattr(args, name)
+        if value is not None:
+            parts.append(f"--{name.replace('_', '-')} {value}")
+    parts += [f"--set {item}" for item in args.set]
+    if args.no_resume:
+        parts.append("--no-resume")
+    return " ".join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
     from locore.model.training import TrainConfig, TrainingData, train
 
@@ -66,14 +85,14 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"training {cfg.preset} on {data.num_queries} queries, "
-        f"{data.db_desc.shape[0]} database images, {cfg.steps} steps"
+        f"{data.num_db_images} database images, {cfg.steps} steps"
     )
     result = train(
         data,
         args.output,
         cfg,
         resume=not args.no_resume,
-        provenance={"command": "locore train " + shlex.join(sys.argv[2:])},
+        provenance={"command": training_recipe(args)},
     )
     tail = result.losses[-20:]
     print(

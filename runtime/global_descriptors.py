@@ -1,4 +1,4 @@
-"""Global descriptors from local ones: a k-means codebook, VLAD, and two simple baselines.
+"""Global descriptors: a k-means codebook, VLAD, two simple baselines, and their files.
 
 Torch-free (numpy only). The first-stage shortlist of the pipeline (DESIGN.md §2) ranks the
 gallery by the inner product of these vectors, so every vector returned here is L2-normalised
@@ -11,6 +11,9 @@ Options, all measured in ``benchmarks/global_descriptor_choice.py``:
   followed by a PCA-whitening fitted on the same training images;
 - ``mean``: mean-pooled RootSIFT (L2-normalised), no training;
 - ``color``: an HSV colour histogram of the whole image, no local features at all.
+
+Files (DESIGN.md §8): raw float32 [N, D] (read as a memmap; the file carries no shape), or
+``.npy``; :func:`read_global_descriptors` and :func:`write_global_descriptors`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from locore.fileio import atomic_path
+from locore.runtime.ames import FormatError
 
 logger = logging.getLogger(__name__)
 
@@ -301,3 +305,63 @@ def color_histogram(image: np.ndarray, bins: tuple[int, int, int] = (8, 4, 4)) -
     if total <= 0:
         return np.zeros(hist.shape, dtype=np.float32)
     return l2_normalize(np.sqrt(hist / total))
+
+
+# ---- files ---------------------------------------------------------------------------------
+def read_global_descriptors(
+    path: str | Path, dim: int | None = None, num_images: int | None = None
+) -> np.ndarray:
+    """Global descriptors [N, D] float32 as a read-only memmap.
+
+    Raw files carry no shape: give ``dim`` (D), or ``num_images`` (N) to infer D from the file
+    size. ``.npy`` files carry their shape.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"global descriptor file {path} does not exist")
+    if path.suffix == ".npy":
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        if array.ndim != 2 or array.dtype != np.float32:
+            raise FormatError(
+                f"{path} must hold [N, D] float32, got {list(array.shape)} {array.dtype}"
+            )
+        if dim is not None and array.shape[1] != dim:
+            raise FormatError(f"{path} holds {array.shape[1]}-d descriptors, expected {dim}-d")
+        return array
+    size = path.stat().st_size
+    if size % 4:
+        raise FormatError(f"{path} has {size} bytes, not a whole number of float32 values")
+    count = size // 4
+    if dim is None and num_images is None:
+        raise ValueError(
+            f"{path} is a raw float32 file without a shape; give its descriptor dimension "
+            "(dim=..., CLI --global-dim) or its number of images (num_images=...)"
+        )
+    if dim is None:
+        assert num_images is not None
+        if num_images < 1 or count % num_images:
+            raise FormatError(
+                f"{path} holds {count} float32 values, not divisible by {num_images} images"
+            )
+        dim = count // num_images
+    if dim < 1 or count % dim:
+        raise FormatError(f"{path} holds {count} float32 values, not divisible by dim {dim}")
+    n = count // dim
+    if num_images is not None and n != num_images:
+        raise FormatError(
+            f"{path} holds {n} descriptors of dimension {dim}, expected {num_images} images"
+        )
+    return np.memmap(path, dtype=np.float32, mode="r", shape=(n, dim))
+
+
+def write_global_descriptors(path: str | Path, descriptors: np.ndarray) -> None:
+    """Write [N, D] descriptors as raw float32 (or ``.npy`` by suffix), atomically."""
+    array = np.ascontiguousarray(descriptors, dtype=np.float32)
+    if array.ndim != 2:
+        raise FormatError(f"global descriptors must be [N, D], got {list(array.shape)}")
+    with atomic_path(path) as tmp:
+        if Path(path).suffix == ".npy":
+            with open(tmp, "wb") as handle:
+                np.save(handle, array)
+        else:
+            array.tofile(tmp)

@@ -37,9 +37,11 @@ from typing import Any
 import numpy as np
 
 from locore.config import SCORES
+from locore.runtime.ames import FeatureFile
 from locore.runtime.backends.base import Backend
-from locore.runtime.features_io import FeatureBatch, FeatureFile, Shortlist, as_feature_batch
+from locore.runtime.local_features import FeaturesLike, as_local_features
 from locore.runtime.packing import Packer
+from locore.runtime.shortlist import Shortlist
 
 log = logging.getLogger(__name__)
 
@@ -217,13 +219,13 @@ class Reranker:
 
     def score(
         self,
-        query: FeatureBatch | Any,
-        gallery: FeatureBatch | Any,
+        query: FeaturesLike,
+        gallery: FeaturesLike,
         query_global: np.ndarray | None = None,
         gallery_global: np.ndarray | None = None,
     ) -> np.ndarray:
         """Logits [G] float32 of the gallery images [G, T, ...] for one query [T, ...]."""
-        gallery = as_feature_batch(gallery)
+        gallery = as_local_features(gallery)
         feeds = self.packer.pack(query, gallery, query_global, gallery_global)
         scores = self.backend.infer(feeds)[SCORES]
         ngal = gallery.descriptors.shape[0]
@@ -237,8 +239,8 @@ class Reranker:
 
     def rerank(
         self,
-        query: FeatureBatch | Any,
-        database: FeatureFile | FeatureBatch | Any,
+        query: FeaturesLike,
+        database: FeatureFile | FeaturesLike,
         ids: np.ndarray,
         sims: np.ndarray,
         query_global: np.ndarray | None = None,
@@ -246,10 +248,11 @@ class Reranker:
     ) -> RerankResult:
         """Re-rank one query's shortlist.
 
-        query: [T, ...] features of the query (a FeatureBatch or an extracted LocalFeatures);
+        query: [T, ...] features of the query (read from a file or extracted);
         database: the feature file (or all database features [N, T, ...], or a list of
-        LocalFeatures) that ``ids`` index; ids, sims: [K0] the shortlist; query_global
-        [Dg] and db_global [N, Dg] only for models with global descriptors.
+        single-image LocalFeatures) that ``ids`` index; ids, sims: [K0] the shortlist;
+        query_global [Dg] and db_global [N, Dg] only for models with global descriptors
+        (default: the records' ``global_desc``).
         """
         ids = np.asarray(ids, dtype=np.int64)
         sims = np.asarray(sims)
@@ -259,8 +262,8 @@ class Reranker:
         if isinstance(database, FeatureFile):
             gallery = database.read(top, num_desc=self.num_desc)
         else:
-            gallery = as_feature_batch(database)[top].first(self.num_desc)
-        query = as_feature_batch(query)
+            gallery = as_local_features(database)[top].first(self.num_desc)
+        query = as_local_features(query)
         top_global = None if db_global is None else np.asarray(db_global)[top]
 
         def score_fn(positions: np.ndarray) -> np.ndarray:
@@ -274,17 +277,17 @@ class Reranker:
 
     def rerank_many(
         self,
-        queries: FeatureFile | FeatureBatch | Any,
-        database: FeatureFile | FeatureBatch | Any,
+        queries: FeatureFile | FeaturesLike,
+        database: FeatureFile | FeaturesLike,
         shortlist: Shortlist,
         query_global: np.ndarray | None = None,
         db_global: np.ndarray | None = None,
     ) -> Iterator[RerankResult]:
         """Re-rank every query of ``shortlist`` (row q belongs to query q); yields per query."""
         if not isinstance(queries, FeatureFile):
-            queries = as_feature_batch(queries)
+            queries = as_local_features(queries)
         if not isinstance(database, FeatureFile):
-            database = as_feature_batch(database)
+            database = as_local_features(database)
         num_queries = len(queries)
         if shortlist.num_queries != num_queries:
             raise ValueError(

