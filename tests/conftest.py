@@ -11,3 +11,16 @@ import pytest
 def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One demo cache (photos, features, codebook, exported model) for the whole session."""
     return tmp_path_factory.mktemp("demo")
+
+
+@pytest.fixture(scope="session")
+def shipped_onnx(demo_cache: Path):
+    """``flavor -> ONNX file`` of the shipped checkpoint, exported once per session into the demo
+    cache, where ``locore demo --cache-dir`` finds the portable one again (needs torch)."""
+    from locore.checkpoint_format import shipped_model_dir
+    from locore.export import cached_export
+
+    def export(flavor: str = "portable") -> Path:
+        return cached_export(shipped_model_dir(), demo_cache / "models", flavor)
+
+    return export

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from locore import scan_spec
-from locore.export import example_inputs, export_onnx
+from locore.export import example_inputs
 from locore.model import load_checkpoint
 
 pytest.importorskip(
@@ -45,11 +45,19 @@ def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pluginref")
-    plugin = export_onnx(SHIPPED, out / "plugin.onnx", flavor="plugin")
-    portable = export_onnx(SHIPPED, out / "portable.onnx", flavor="portable")
-    return plugin, portable
+def exported(shipped_onnx):
+    """(plugin, portable) ONNX of the shipped model (path, config, io), shared with the other
+    tests' exports."""
+    from types import SimpleNamespace
+
+    from locore.checkpoint_format import read_checkpoint_config
+    from locore.config import graph_io
+
+    config, _ = read_checkpoint_config(SHIPPED)
+    return tuple(
+        SimpleNamespace(path=shipped_onnx(flavor), config=config, io=graph_io(config))
+        for flavor in ("plugin", "portable")
+    )
 
 
 def _packed_window(io, batch: int, ngal: int, num_scales: int, seed: int) -> dict:
