@@ -9,12 +9,8 @@ says what the file is (``locore.kind = dino_local_features``) and carries the
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
-from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +25,7 @@ from locore.config import (
     dino_graph_io,
     dino_metadata,
 )
-from locore.export.onnx_export import DEFAULT_OPSET, ExportError, op_counts
+from locore.export.onnx_export import DEFAULT_OPSET, ExportError, op_counts, quiet_export
 from locore.fileio import atomic_path
 from locore.model.dino import DinoLocalFeatures
 
@@ -47,21 +43,13 @@ class DinoExportResult:
     op_counts: dict[str, int]
 
 
-@contextlib.contextmanager
-def _quiet_export() -> Iterator[None]:
-    """Keep the exporter's INFO chatter (and its torchvision notice) out of the logs."""
-    names = ("onnx_ir", "onnxscript", "torch.onnx", "torch.onnx._internal.exporter._registration")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
+# The exporter's INFO chatter, and its torchvision notice, stay out of the logs.
+_EXPORT_LOGGERS = (
+    "onnx_ir",
+    "onnxscript",
+    "torch.onnx",
+    "torch.onnx._internal.exporter._registration",
+)
 
 
 class _Graph(torch.nn.Module):
@@ -110,7 +98,7 @@ def export_dino_onnx(
         cfg.num_patches,
         opset,
     )
-    with _quiet_export(), torch.no_grad():
+    with quiet_export(*_EXPORT_LOGGERS, level=logging.ERROR), torch.no_grad():
         program = torch.onnx.export(
             _Graph(module).eval(),
             (example,),

@@ -102,17 +102,21 @@ def example_inputs(
 
 
 @contextlib.contextmanager
-def _quiet_loggers(*names: str) -> Iterator[None]:
-    """The exporter's passes log every rewrite at INFO; keep them at WARNING while exporting."""
+def quiet_export(*names: str, level: int = logging.WARNING) -> Iterator[StringIO]:
+    """Keep ``torch.onnx.export``'s chatter out of a library's output: the loggers ``names``
+    (its passes log every rewrite at INFO) at ``level`` or quieter, warnings ignored, and
+    stdout (where it prints progress) captured in the yielded buffer."""
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
-        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+        lg.setLevel(max(lg.getEffectiveLevel(), level))
     try:
-        yield
+        with warnings.catch_warnings(), contextlib.redirect_stdout(StringIO()) as printed:
+            warnings.simplefilter("ignore")
+            yield printed
     finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
+        for lg, old in zip(loggers, levels, strict=True):
+            lg.setLevel(old)
 
 
 @contextlib.contextmanager
@@ -198,24 +202,21 @@ def export_onnx(
 
         scan, table = plugin_scan, translation_table()
     log.info("exporting %s flavor of %s (opset %d)", flavor, cfg.name, opset)
-    quiet = _quiet_loggers("onnx_ir", "onnxscript", "torch.onnx")
-    with _scan_swapped(net, scan), quiet, warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        # The exporter prints progress to stdout; a library logs instead.
-        with contextlib.redirect_stdout(StringIO()) as printed:
-            program = torch.onnx.export(
-                wrapper,
-                args,
-                dynamo=True,
-                input_names=[s.name for s in gio.inputs],
-                output_names=[s.name for s in gio.outputs],
-                opset_version=opset,
-                dynamic_shapes=(dynamic_shapes,),  # one entry: forward(*inputs)
-                custom_translation_table=table,
-                optimize=True,
-                external_data=False,
-            )
-    log.debug("%s", printed.getvalue())
+    quiet = quiet_export("onnx_ir", "onnxscript", "torch.onnx")
+    with _scan_swapped(net, scan), quiet as printed, torch.no_grad():
+        program = torch.onnx.export(
+            wrapper,
+            args,
+            dynamo=True,
+            input_names=[s.name for s in gio.inputs],
+            output_names=[s.name for s in gio.outputs],
+            opset_version=opset,
+            dynamic_shapes=(dynamic_shapes,),  # one entry: forward(*inputs)
+            custom_translation_table=table,
+            optimize=True,
+            external_data=False,
+        )
+    log.debug("%s", printed.getvalue())  # the exporter's progress: a library logs instead
     if program is None:  # pragma: no cover - dynamo=True always returns a program
         raise ExportError("torch.onnx.export returned no program")
     proto = program.model_proto

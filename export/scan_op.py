@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from locore import scan_spec as spec
-from locore.model.selective_scan import selective_scan_chunked
+from locore.model.selective_scan import ScanArgs, scan_entry_point, selective_scan_chunked
 
 # ONNX tensor types of the spec's numpy dtype names.
 _ONNX_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)"}
@@ -53,31 +53,20 @@ def _(x, dt, A, B, C, D, dt_bias, z, dt_softplus, reverse, chunk_size):  # noqa:
     return torch.empty_like(x)
 
 
-def plugin_scan(
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    dt_bias: Tensor | None = None,
-    dt_softplus: bool = False,
-    reverse: bool = False,
-    variant: str = "mamba2",
-    chunk_size: int = 64,
-) -> Tensor:
+@scan_entry_point
+def plugin_scan(args: ScanArgs) -> Tensor:
     """Same signature as ``selective_scan_ref``; one custom op call (one ONNX node)."""
-    if variant != "mamba2":
+    if args.variant != "mamba2":
         raise NotImplementedError("the plugin flavor exports the mamba2 variant")
+    x = args.x
     heads = x.shape[2]
-    D = D if D is not None else x.new_zeros(heads)
-    dt_bias = dt_bias if dt_bias is not None else x.new_zeros(heads)
-    D, dt_bias, A = D.to(x.dtype), dt_bias.to(x.dtype), A.to(x.dtype)
-    z = None if z is None else z.to(x.dtype)
+    D = args.D if args.D is not None else x.new_zeros(heads)
+    dt_bias = args.dt_bias if args.dt_bias is not None else x.new_zeros(heads)
+    D, dt_bias, A = D.to(x.dtype), dt_bias.to(x.dtype), args.A.to(x.dtype)
+    z = None if args.z is None else args.z.to(x.dtype)
     return _selective_scan_op(
-        x, dt.to(x.dtype), A, B.to(x.dtype), C.to(x.dtype), D, dt_bias, z,
-        int(dt_softplus), int(reverse), int(chunk_size),
+        x, args.dt.to(x.dtype), A, args.B.to(x.dtype), args.C.to(x.dtype), D, dt_bias, z,
+        int(args.dt_softplus), int(args.reverse), int(args.chunk_size),
     )  # fmt: skip
 
 

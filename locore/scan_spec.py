@@ -38,6 +38,7 @@ __all__ = [
     "OPSET_VERSION",
     "OP_TYPE",
     "OUTPUT",
+    "PARAMS_DIMS",
     "PARAMS_FIELDS",
     "PARAMS_STRUCT",
     "PLUGIN_NAME",
@@ -141,6 +142,7 @@ def _both(dims: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
 
 
 _X2, _X1 = ("B", "L", "H", "P"), ("B", "L", "Dc")
+_PER_HEAD: dict[str, tuple[str, ...]] = {"mamba2": ("H",), "mamba1": ("Dc",)}
 
 INPUTS: tuple[ScanTensor, ...] = (
     ScanTensor(
@@ -175,14 +177,14 @@ INPUTS: tuple[ScanTensor, ...] = (
     ),
     ScanTensor(
         "D",
-        {"mamba2": ("H",), "mamba1": ("Dc",)},
+        _PER_HEAD,
         "Skip term; zeros when the model has none.",
         field="D",
         nullable=True,
     ),
     ScanTensor(
         "dt_bias",
-        {"mamba2": ("H",), "mamba1": ("Dc",)},
+        _PER_HEAD,
         "Bias added to `dt`; zeros when the model has none.",
         field="dtBias",
         nullable=True,
@@ -325,13 +327,18 @@ CPU_ENTRY_POINT = "locore_selective_scan_cpu"
 STATUS_STRING_FUNCTION = "locore_scan_status_string"
 """``const char* locore_scan_status_string(int status)``."""
 
+PARAMS_DIMS: tuple[tuple[str, str], ...] = (
+    ("batch", "B"),
+    ("seqlen", "L"),
+    ("nheads", "H"),  # Dc for mamba1
+    ("headdim", "P"),  # 1 for mamba1
+    ("ngroups", "G"),
+    ("dstate", "N"),
+)
+"""The size fields of ``LocoreScanParams``, first in the struct: (name, symbolic dim held)."""
+
 PARAMS_FIELDS: tuple[tuple[str, str], ...] = (
-    ("batch", "int32"),  # B
-    ("seqlen", "int32"),  # L
-    ("nheads", "int32"),  # H (mamba2) or Dc (mamba1)
-    ("headdim", "int32"),  # P (mamba2); 1 for mamba1
-    ("ngroups", "int32"),  # G
-    ("dstate", "int32"),  # N
+    *((name, "int32") for name, _ in PARAMS_DIMS),
     ("variant", "int32"),  # Variant
     ("dtSoftplus", "int32"),  # attribute dt_softplus
     ("reverse", "int32"),  # attribute reverse

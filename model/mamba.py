@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from locore.config import LocoreConfig
-from locore.model.selective_scan import selective_scan_chunked
-
-# A scan implementation with the signature of selective_scan_ref (keyword arguments).
-ScanFn = Callable[..., Tensor]
+from locore.model.selective_scan import ScanFn, selective_scan_chunked
 
 
 class RMSNorm(nn.Module):

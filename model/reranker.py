@@ -10,6 +10,11 @@ from locore.config import LocoreConfig
 from locore.model.mamba import BiMamba2Block, RMSNorm, ScanFn
 
 
+def _query_first(query: Tensor, gallery: Tensor) -> Tensor:
+    """The query's tensor [B, ...] and the gallery's [B, G, ...] as one [B, G+1, ...]."""
+    return torch.cat([query[:, None], gallery], dim=1)
+
+
 class LocoreReranker(nn.Module):
     """Scores every gallery image of a shortlist against a query in one sequence.
 
@@ -53,55 +58,37 @@ class LocoreReranker(nn.Module):
 
     def embed(
         self,
-        query_desc: Tensor,
-        query_mask: Tensor,
-        gallery_desc: Tensor,
-        gallery_mask: Tensor,
-        query_scale: Tensor | None = None,
-        gallery_scale: Tensor | None = None,
-        query_global: Tensor | None = None,
-        gallery_global: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Token embeddings [B, L, d], token mask [B, L] bool, descriptor mask [B, G+1, Nd]."""
-        cfg = self.config
-        nd, dl = cfg.num_desc, cfg.desc_dim
-        self._check("query_desc", query_desc, (None, nd, dl))
-        bsz = query_desc.shape[0]
-        self._check("query_mask", query_mask, (bsz, nd))
-        self._check("gallery_desc", gallery_desc, (bsz, None, nd, dl))
-        ngal = gallery_desc.shape[1]
-        self._check("gallery_mask", gallery_mask, (bsz, ngal, nd))
+        desc: Tensor,
+        dmask: Tensor,
+        scale: Tensor | None = None,
+        glob: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Token embeddings [B, L, d] and token mask [B, L] bool of a query and its gallery.
+
+        Per image, query first (see :meth:`forward`): descriptors ``desc`` [B, G+1, Nd, Dl],
+        descriptor mask ``dmask`` [B, G+1, Nd] bool, scale indices ``scale`` [B, G+1, Nd]
+        (optional) and global descriptors ``glob`` [B, G+1, Dg] (when ``config.use_global``).
+        """
+        bsz, nimg = dmask.shape[:2]
         dtype = self.desc_proj.weight.dtype
-        desc = torch.cat([query_desc[:, None], gallery_desc], dim=1).to(dtype)  # [B, G+1, Nd, Dl]
-        dmask = torch.cat([query_mask[:, None], gallery_mask], dim=1).bool()  # [B, G+1, Nd]
-        img_type = torch.ones(ngal + 1, dtype=torch.long, device=desc.device)
+        desc = desc.to(dtype)
+        img_type = torch.ones(nimg, dtype=torch.long, device=desc.device)
         img_type[0] = 0
         tok = self.desc_proj(desc) + self.type_emb(img_type)[None, :, None, :]
-        if (query_scale is None) != (gallery_scale is None):
-            raise ValueError("give both query_scale and gallery_scale, or neither")
-        if query_scale is not None and gallery_scale is not None:
-            self._check("query_scale", query_scale, (bsz, nd))
-            self._check("gallery_scale", gallery_scale, (bsz, ngal, nd))
-            scale = torch.cat([query_scale[:, None], gallery_scale], dim=1).long()
+        if scale is not None:
             tok = tok + self.scale_emb(scale)
         if self.match_proj is not None:
             tok = tok + self.match_proj(self.match_embedding(desc, dmask))
         tok = tok * dmask[..., None].to(dtype)
         img = self.img_token[img_type][None].expand(bsz, -1, -1)  # [B, G+1, d]
         if self.global_proj is not None:
-            if query_global is None or gallery_global is None:
-                raise ValueError(
-                    "this model uses global descriptors (use_global=True): pass query_global "
-                    f"[B, {cfg.global_dim}] and gallery_global [B, G, {cfg.global_dim}]"
-                )
-            self._check("query_global", query_global, (bsz, cfg.global_dim))
-            self._check("gallery_global", gallery_global, (bsz, ngal, cfg.global_dim))
-            glob = torch.cat([query_global[:, None], gallery_global], dim=1).to(dtype)
-            img = img + self.global_proj(glob)
-        sep = self.sep_token.to(dtype).expand(bsz, ngal + 1, 1, -1)
+            if glob is None:
+                raise ValueError("this model uses global descriptors (use_global=True)")
+            img = img + self.global_proj(glob.to(dtype))
+        sep = self.sep_token.to(dtype).expand(bsz, nimg, 1, -1)
         seq = torch.cat([img[:, :, None], tok, sep], dim=2)  # [B, G+1, Nd+2, d]
-        length = (ngal + 1) * cfg.tokens_per_image
-        return seq.reshape(bsz, length, -1), self.token_mask(dmask), dmask
+        length = nimg * self.config.tokens_per_image
+        return seq.reshape(bsz, length, -1), self.token_mask(dmask)
 
     @staticmethod
     def token_mask(dmask: Tensor) -> Tensor:
@@ -159,16 +146,33 @@ class LocoreReranker(nn.Module):
 
         With ``return_token_logits`` also returns token logits [B, (G+1)*(Nd+2)] float32.
         """
-        h, tmask, dmask = self.embed(
-            query_desc,
-            query_mask,
-            gallery_desc,
-            gallery_mask,
-            query_scale,
-            gallery_scale,
-            query_global,
-            gallery_global,
-        )
+        cfg = self.config
+        nd, dl = cfg.num_desc, cfg.desc_dim
+        self._check("query_desc", query_desc, (None, nd, dl))
+        bsz = query_desc.shape[0]
+        self._check("query_mask", query_mask, (bsz, nd))
+        self._check("gallery_desc", gallery_desc, (bsz, None, nd, dl))
+        ngal = gallery_desc.shape[1]
+        self._check("gallery_mask", gallery_mask, (bsz, ngal, nd))
+        if (query_scale is None) != (gallery_scale is None):
+            raise ValueError("give both query_scale and gallery_scale, or neither")
+        scale = None
+        if query_scale is not None and gallery_scale is not None:
+            self._check("query_scale", query_scale, (bsz, nd))
+            self._check("gallery_scale", gallery_scale, (bsz, ngal, nd))
+            scale = _query_first(query_scale, gallery_scale).long()
+        glob = None
+        if self.global_proj is not None:
+            if query_global is None or gallery_global is None:
+                raise ValueError(
+                    "this model uses global descriptors (use_global=True): pass query_global "
+                    f"[B, {cfg.global_dim}] and gallery_global [B, G, {cfg.global_dim}]"
+                )
+            self._check("query_global", query_global, (bsz, cfg.global_dim))
+            self._check("gallery_global", gallery_global, (bsz, ngal, cfg.global_dim))
+            glob = _query_first(query_global, gallery_global)
+        dmask = _query_first(query_mask, gallery_mask).bool()  # [B, G+1, Nd]
+        h, tmask = self.embed(_query_first(query_desc, gallery_desc), dmask, scale, glob)
         for layer in self.layers:
             h = layer(h, tmask, self.scan)
         token_logits = self.classifier(self.norm_f(h)).squeeze(-1).float()

@@ -24,118 +24,173 @@ A token with dt' = 0 (padding) neither changes the state nor adds to it.
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ParamSpec
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from locore.scan_spec import VARIANTS
 
+# A scan implementation: called with the arguments of ScanArgs (by keyword, as the blocks do).
+ScanFn = Callable[..., Tensor]
 
-def _state_dtype(x: Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def _check_inputs(
-    variant: str,
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    z: Tensor | None,
-    dt_bias: Tensor | None,
-) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    if B.dim() != 4 or C.shape != B.shape:
-        raise ValueError(
-            f"B and C must both be [B, L, G, N], got {tuple(B.shape)} and {tuple(C.shape)}"
-        )
-    batch, length, groups, _ = B.shape
-    if variant == "mamba2":
-        if x.dim() != 4:
-            raise ValueError(f"mamba2 x must be [B, L, H, P], got {tuple(x.shape)}")
-        heads = x.shape[2]
-        expect = {
-            "dt": (dt, (batch, length, heads)),
-            "A": (A, (heads,)),
-            "D": (D, (heads,)),
-            "dt_bias": (dt_bias, (heads,)),
-            "z": (z, tuple(x.shape)),
-        }
-    else:
-        if x.dim() != 3:
-            raise ValueError(f"mamba1 u must be [B, L, Dc], got {tuple(x.shape)}")
-        heads = x.shape[2]
-        expect = {
-            "delta": (dt, (batch, length, heads)),
-            "A": (A, (heads, B.shape[3])),
-            "D": (D, (heads,)),
-            "delta_bias": (dt_bias, (heads,)),
-            "z": (z, tuple(x.shape)),
-        }
-    if tuple(x.shape[:2]) != (batch, length):
-        raise ValueError(
-            f"x is {tuple(x.shape)} but B is {tuple(B.shape)}: batch and length must agree"
-        )
-    if heads % groups:
-        raise ValueError(f"{heads} heads/channels are not divisible by {groups} groups")
-    for name, (tensor, shape) in expect.items():
-        if tensor is not None and tuple(tensor.shape) != shape:
-            raise ValueError(f"{variant} {name} must be {list(shape)}, got {list(tensor.shape)}")
+_P = ParamSpec("_P")
 
 
-def _effective_dt(
-    dt: Tensor, dt_bias: Tensor | None, dt_softplus: bool, sdt: torch.dtype
-) -> Tensor:
-    dt = dt.to(sdt)
-    if dt_bias is not None:
-        dt = dt + dt_bias.to(sdt)
-    if dt_softplus:
-        dt = F.softplus(dt)
-    return dt
+@dataclass(frozen=True)
+class ScanArgs:
+    """The arguments of one SelectiveScan call, declared once for every implementation.
+
+    As in mamba-ssm, the fused scans and the reference share one signature::
+
+        f(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, reverse=False,
+          variant="mamba2", chunk_size=64)
+
+    the fields below, in this order. :func:`scan_entry_point` turns a function of a
+    ``ScanArgs`` into a function with that signature (:func:`selective_scan_ref`,
+    :func:`selective_scan_chunked`, ``locore.export.scan_op.plugin_scan``). ``chunk_size`` is
+    the op's hint attribute: it never changes the result, and the reference ignores it.
+    """
+
+    x: Tensor
+    dt: Tensor
+    A: Tensor
+    B: Tensor
+    C: Tensor
+    D: Tensor | None = None
+    z: Tensor | None = None
+    dt_bias: Tensor | None = None
+    dt_softplus: bool = False
+    reverse: bool = False
+    variant: str = "mamba2"
+    chunk_size: int = 64
+
+    def check(self) -> None:
+        """Raise ValueError unless the variant and every shape are those of DESIGN.md section 3."""
+        variant, x, dt, A, B, C = self.variant, self.x, self.dt, self.A, self.B, self.C
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        if B.dim() != 4 or C.shape != B.shape:
+            raise ValueError(
+                f"B and C must both be [B, L, G, N], got {tuple(B.shape)} and {tuple(C.shape)}"
+            )
+        batch, length, groups, _ = B.shape
+        if variant == "mamba2":
+            if x.dim() != 4:
+                raise ValueError(f"mamba2 x must be [B, L, H, P], got {tuple(x.shape)}")
+            heads = x.shape[2]
+            expect = {
+                "dt": (dt, (batch, length, heads)),
+                "A": (A, (heads,)),
+                "D": (self.D, (heads,)),
+                "dt_bias": (self.dt_bias, (heads,)),
+                "z": (self.z, tuple(x.shape)),
+            }
+        else:
+            if x.dim() != 3:
+                raise ValueError(f"mamba1 u must be [B, L, Dc], got {tuple(x.shape)}")
+            heads = x.shape[2]
+            expect = {
+                "delta": (dt, (batch, length, heads)),
+                "A": (A, (heads, B.shape[3])),
+                "D": (self.D, (heads,)),
+                "delta_bias": (self.dt_bias, (heads,)),
+                "z": (self.z, tuple(x.shape)),
+            }
+        if tuple(x.shape[:2]) != (batch, length):
+            raise ValueError(
+                f"x is {tuple(x.shape)} but B is {tuple(B.shape)}: batch and length must agree"
+            )
+        if heads % groups:
+            raise ValueError(f"{heads} heads/channels are not divisible by {groups} groups")
+        for name, (tensor, shape) in expect.items():
+            if tensor is not None and tuple(tensor.shape) != shape:
+                raise ValueError(
+                    f"{variant} {name} must be {list(shape)}, got {list(tensor.shape)}"
+                )
+
+    @property
+    def state_dtype(self) -> torch.dtype:
+        """float32 state and accumulation (float64 when x is float64)."""
+        return torch.float64 if self.x.dtype == torch.float64 else torch.float32
+
+    def effective_dt(self) -> Tensor:
+        """dt' = softplus(dt + dt_bias) or dt + dt_bias, in the state dtype."""
+        sdt = self.state_dtype
+        dt = self.dt.to(sdt)
+        if self.dt_bias is not None:
+            dt = dt + self.dt_bias.to(sdt)
+        if self.dt_softplus:
+            dt = F.softplus(dt)
+        return dt
+
+    def finish(self, y: Tensor, xs: Tensor) -> Tensor:
+        """Add the skip term D * x, apply the optional silu(z) gate (in the state dtype of
+        ``y`` and ``xs``) and cast to x's dtype."""
+        sdt = self.state_dtype
+        if self.D is not None:
+            Ds = self.D.to(sdt)
+            y = y + (Ds[:, None] if self.variant == "mamba2" else Ds) * xs
+        if self.z is not None:
+            y = y * F.silu(self.z.to(sdt))
+        return y.to(self.x.dtype)
 
 
-def selective_scan_ref(
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    dt_bias: Tensor | None = None,
-    dt_softplus: bool = False,
-    reverse: bool = False,
-    variant: str = "mamba2",
-    chunk_size: int | None = None,
-) -> Tensor:
+def _signature_of(
+    args_type: Callable[_P, ScanArgs],
+) -> Callable[[Callable[[ScanArgs], Tensor]], Callable[_P, Tensor]]:
+    """A decorator that gives a function of a ``ScanArgs`` the signature of ``ScanArgs``."""
+    signature = inspect.signature(args_type).replace(return_annotation="Tensor")
+
+    def decorate(impl: Callable[[ScanArgs], Tensor]) -> Callable[_P, Tensor]:
+        @functools.wraps(impl)
+        def entry_point(*args: _P.args, **kwargs: _P.kwargs) -> Tensor:
+            return impl(args_type(*args, **kwargs))
+
+        entry_point.__signature__ = signature  # type: ignore[attr-defined]
+        return entry_point
+
+    return decorate
+
+
+scan_entry_point = _signature_of(ScanArgs)
+"""Decorator: ``impl(args: ScanArgs) -> Tensor`` becomes ``f(x, dt, A, B, C, D=None, ...)``,
+typed and introspectable with the fields of :class:`ScanArgs` as its parameters."""
+
+
+@scan_entry_point
+def selective_scan_ref(args: ScanArgs) -> Tensor:
     """Sequential reference of SelectiveScan: one step per token, state in FP32 (or FP64).
 
     ``chunk_size`` is the op's hint attribute; the reference ignores it.
     Returns y with the shape and dtype of ``x``: [B, L, H, P] (mamba2) or [B, L, Dc] (mamba1).
     """
-    _check_inputs(variant, x, dt, A, B, C, D, z, dt_bias)
-    sdt = _state_dtype(x)
-    batch, length, groups, nstate = B.shape
-    heads = x.shape[2]
+    args.check()
+    sdt = args.state_dtype
+    batch, length, groups, nstate = args.B.shape
+    heads = args.x.shape[2]
     rep = heads // groups
-    dtp = _effective_dt(dt, dt_bias, dt_softplus, sdt)  # [B, L, H]
-    xs = x.to(sdt)
+    dtp = args.effective_dt()  # [B, L, H]
+    xs = args.x.to(sdt)
     # Expand groups to heads/channels: [B, L, H, N].
-    Bh = B.to(sdt).repeat_interleave(rep, dim=2)
-    Ch = C.to(sdt).repeat_interleave(rep, dim=2)
-    A_s = A.to(sdt)
-    if variant == "mamba2":
-        state = xs.new_zeros(batch, heads, x.shape[3], nstate)  # [B, H, P, N]
+    Bh = args.B.to(sdt).repeat_interleave(rep, dim=2)
+    Ch = args.C.to(sdt).repeat_interleave(rep, dim=2)
+    A_s = args.A.to(sdt)
+    mamba2 = args.variant == "mamba2"
+    if mamba2:
+        state = xs.new_zeros(batch, heads, args.x.shape[3], nstate)  # [B, H, P, N]
     else:
         state = xs.new_zeros(batch, heads, nstate)  # [B, Dc, N]
     ys = [xs.new_empty(0)] * length
-    steps = range(length - 1, -1, -1) if reverse else range(length)
+    steps = range(length - 1, -1, -1) if args.reverse else range(length)
     for t in steps:
         d_t = dtp[:, t]  # [B, H]
-        if variant == "mamba2":
+        if mamba2:
             decay = torch.exp(d_t * A_s)[:, :, None, None]  # [B, H, 1, 1]
             upd = (d_t[:, :, None] * xs[:, t])[:, :, :, None] * Bh[:, t, :, None, :]
             state = decay * state + upd
@@ -145,19 +200,7 @@ def selective_scan_ref(
             state = decay * state + (d_t * xs[:, t])[:, :, None] * Bh[:, t]
             ys[t] = (state * Ch[:, t]).sum(-1)
     y = torch.stack(ys, dim=1) if length else xs.clone()
-    return _finish(y, xs, D, z, sdt, variant).to(x.dtype)
-
-
-def _finish(
-    y: Tensor, xs: Tensor, D: Tensor | None, z: Tensor | None, sdt: torch.dtype, variant: str
-) -> Tensor:
-    """Add the skip term D * x and apply the optional silu(z) gate (in state precision)."""
-    if D is not None:
-        Ds = D.to(sdt)
-        y = y + (Ds[:, None] if variant == "mamba2" else Ds) * xs
-    if z is not None:
-        y = y * F.silu(z.to(sdt))
-    return y
+    return args.finish(y, xs)
 
 
 def _segsum_exp(a: Tensor) -> Tensor:
@@ -172,47 +215,35 @@ def _segsum_exp(a: Tensor) -> Tensor:
     return torch.exp(diff.masked_fill(~causal, float("-inf")))
 
 
-def selective_scan_chunked(
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    dt_bias: Tensor | None = None,
-    dt_softplus: bool = False,
-    reverse: bool = False,
-    variant: str = "mamba2",
-    chunk_size: int = 64,
-) -> Tensor:
+@scan_entry_point
+def selective_scan_chunked(args: ScanArgs) -> Tensor:
     """Chunked state-space-duality form of the mamba2 scan; no Python loop over L.
 
-    Same semantics and signature as :func:`selective_scan_ref` (plus ``chunk_size``); works for
-    any L (the tail chunk is padded with dt = 0). Differentiable; exportable to ONNX with
-    standard ops (CumSum, Exp, MatMul, no Loop/Scan).
+    Same semantics and signature as :func:`selective_scan_ref` (``chunk_size`` tokens per
+    chunk); works for any L (the tail chunk is padded with dt = 0). Differentiable; exportable
+    to ONNX with standard ops (CumSum, Exp, MatMul, no Loop/Scan).
     """
-    if variant != "mamba2":
+    if args.variant != "mamba2":
         raise NotImplementedError(
             "selective_scan_chunked implements the mamba2 variant; use selective_scan_ref "
             "for mamba1"
         )
-    _check_inputs(variant, x, dt, A, B, C, D, z, dt_bias)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    sdt = _state_dtype(x)
-    batch, length, heads, hdim = x.shape
-    groups, nstate = B.shape[2], B.shape[3]
+    args.check()
+    if args.chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {args.chunk_size}")
+    sdt = args.state_dtype
+    batch, length, heads, hdim = args.x.shape
+    groups, nstate = args.B.shape[2], args.B.shape[3]
     rep = heads // groups
-    xs = x.to(sdt)
-    dtp = _effective_dt(dt, dt_bias, dt_softplus, sdt)
-    Bs, Cs = B.to(sdt), C.to(sdt)
+    xs = args.x.to(sdt)
+    dtp = args.effective_dt()
+    Bs, Cs = args.B.to(sdt), args.C.to(sdt)
     xin = xs
-    if reverse:  # a reverse scan is a forward scan of the time-flipped sequence
+    if args.reverse:  # a reverse scan is a forward scan of the time-flipped sequence
         xin, dtp, Bs, Cs = (t.flip(1) for t in (xin, dtp, Bs, Cs))
     # Pad L up to a multiple of the chunk (padded tokens: dt = 0). No branch on L, so the
     # function exports with a dynamic L.
-    q = chunk_size
+    q = args.chunk_size
     nchunks = (length + q - 1) // q
     pad = nchunks * q - length
     xin = F.pad(xin, (0, 0, 0, 0, 0, pad))
@@ -222,7 +253,7 @@ def selective_scan_chunked(
     c = nchunks
     # Heads as (group, rep): X [b, c, q, g, r, p]; decays a [b, g, r, c, q].
     X = (xin * dtp[..., None]).reshape(batch, c, q, groups, rep, hdim)
-    a = (dtp * A.to(sdt)).reshape(batch, c, q, groups, rep).permute(0, 3, 4, 1, 2)
+    a = (dtp * args.A.to(sdt)).reshape(batch, c, q, groups, rep).permute(0, 3, 4, 1, 2)
     Bc = Bs.reshape(batch, c, q, groups, nstate).permute(0, 3, 1, 2, 4)  # [b, g, c, q, n]
     Cc = Cs.reshape(batch, c, q, groups, nstate).permute(0, 3, 1, 2, 4)  # [b, g, c, q, n]
     Xg = X.permute(0, 3, 4, 1, 2, 5)  # [b, g, r, c, q, p]
@@ -251,6 +282,6 @@ def selective_scan_chunked(
 
     y = (y_diag + y_off).permute(0, 3, 4, 1, 2, 5).reshape(batch, c * q, heads, hdim)
     y = y[:, :length]
-    if reverse:
+    if args.reverse:
         y = y.flip(1)
-    return _finish(y, xs, D, z, sdt, variant).to(x.dtype)
+    return args.finish(y, xs)

@@ -20,10 +20,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 
+from locore.closing import Closing
 from locore.deps import require
 from locore.fileio import atomic_path
 from locore.runtime.local_features import IndexLike, LocalFeatures, as_local_features
@@ -84,11 +84,14 @@ def from_rows(
 
 
 # ---- reading -------------------------------------------------------------------------------------
-class FeatureFile:
+class FeatureFile(Closing):
     """An AMES/LOCORE HDF5 feature file, read lazily.
 
     >>> with FeatureFile("db.h5") as db:
     ...     gallery = db.read([17, 3, 42], num_desc=48)   # LocalFeatures [3, 48, ...]
+
+    ``num_images`` (N), ``num_desc`` (T: rows stored per image) and ``desc_dim`` (D) give the
+    size of the file's ``[N, T, 5 + D]`` rows.
     """
 
     def __init__(self, path: str | Path, dataset: str = FEATURES_DATASET) -> None:
@@ -112,19 +115,9 @@ class FeatureFile:
                 f"{self.path}:{dataset} must be [N, T, 5 + D] (xy, scale, mask, weight, "
                 f"descriptor), got shape {list(shape)}"
             )
-
-    @property
-    def num_images(self) -> int:
-        return int(self._dataset.shape[0])
-
-    @property
-    def num_desc(self) -> int:
-        """T: rows stored per image."""
-        return int(self._dataset.shape[1])
-
-    @property
-    def desc_dim(self) -> int:
-        return int(self._dataset.shape[2]) - DESC_START
+        # the file is open read-only: its N, T and row width are fixed
+        self.num_images, self.num_desc, self._width = (int(n) for n in shape)
+        self.desc_dim = self._width - DESC_START
 
     def __len__(self) -> int:
         return self.num_images
@@ -156,7 +149,7 @@ class FeatureFile:
             return from_rows(self._dataset[int(ids), :rows], source)
         flat = ids.ravel()
         if flat.size == 0:
-            data = np.zeros((0, rows, self._dataset.shape[2]), dtype=np.float32)
+            data = np.zeros((0, rows, self._width), dtype=np.float32)
         else:
             # h5py wants increasing, unique indices: read those, then put them in the asked order.
             unique, inverse = np.unique(flat, return_inverse=True)
@@ -166,24 +159,13 @@ class FeatureFile:
     def read_all(self, num_desc: int | None = None, chunk: int = 4096) -> LocalFeatures:
         """Every image, read in chunks of ``chunk`` images (memory: N * T' * (5 + D) floats)."""
         rows = self.num_desc if num_desc is None else min(num_desc, self.num_desc)
-        out = np.empty((self.num_images, rows, self._dataset.shape[2]), dtype=np.float32)
+        out = np.empty((self.num_images, rows, self._width), dtype=np.float32)
         for start in range(0, self.num_images, chunk):
             out[start : start + chunk] = self._dataset[start : start + chunk, :rows]
         return from_rows(out, str(self.path))
 
     def close(self) -> None:
         self._file.close()
-
-    def __enter__(self) -> FeatureFile:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 # ---- writing -------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from locore.closing import Closing
 from locore.config import (
     DESCRIPTORS,
     DINO_KIND,
@@ -81,7 +82,7 @@ def preprocess(image: ImageInput, image_size: int) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
 
 
-class DinoExtractor:
+class DinoExtractor(Closing):
     """DINOv2 + AMES-style detector features from an exported ONNX file, in ONNX Runtime.
 
     Implements :class:`~locore.runtime.local_features.FeatureExtractor` like ``SiftExtractor``:
@@ -92,6 +93,8 @@ class DinoExtractor:
         model: path of a file written by ``locore.export.dino_export.export_dino_onnx``.
         providers, threads: as for :class:`~locore.runtime.backends.ort.OrtRunner`.
         batch_size: images per ONNX Runtime call in :meth:`extract_many`.
+
+    ``close()`` (or leaving ``with DinoExtractor(...) as extractor:``) frees the session.
     """
 
     name = "dino"

@@ -18,10 +18,10 @@ num_desc``, ``Dl = desc_dim`` = 128, rows sorted by weight, strongest first, pad
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -39,6 +39,9 @@ _COLOR_BINS = (8, 4, 4)  # HSV bins of the colour-histogram baseline
 # Smallest SIFT keypoint diameter (sigma 1.6 at the up-sampled first octave); scale id
 # ``floor(log2(size / SIFT_BASE_SIZE))`` is then the octave, counted from the finest one.
 SIFT_BASE_SIZE = 1.6
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 
 
 @dataclass
@@ -273,19 +276,13 @@ class SiftExtractor:
         self, images: Iterable[ImageInput], *, progress: bool = True
     ) -> list[LocalFeatures]:
         """:meth:`extract` over ``images`` with a progress bar."""
-        return [
-            self.extract(im)
-            for im in progress_bar(images, desc="SIFT features", unit="img", enabled=progress)
-        ]
+        return _each_image(self.extract, images, "SIFT features", progress)
 
     def detect_many(
         self, images: Iterable[ImageInput], *, progress: bool = True
     ) -> list[Keypoints]:
         """:meth:`detect` over ``images`` with a progress bar."""
-        return [
-            self.detect(im)
-            for im in progress_bar(images, desc="SIFT keypoints", unit="img", enabled=progress)
-        ]
+        return _each_image(self.detect, images, "SIFT keypoints", progress)
 
     def fit_codebook(
         self,
@@ -297,13 +294,20 @@ class SiftExtractor:
         progress: bool = True,
     ) -> Codebook:
         """Fit a VLAD codebook on training images (or their :class:`Keypoints`); keep it."""
-        items = list(images)
-        kps = [
-            it if isinstance(it, Keypoints) else self.detect(it)
-            for it in progress_bar(items, desc="codebook keypoints", unit="img", enabled=progress)
-        ]
+
+        def keypoints(item: ImageInput | Keypoints) -> Keypoints:
+            return item if isinstance(item, Keypoints) else self.detect(item)
+
+        kps = _each_image(keypoints, list(images), "codebook keypoints", progress)
         self.codebook = Codebook.fit([kp.descriptors for kp in kps], k, seed=seed, pca_dim=pca_dim)
         return self.codebook
+
+
+def _each_image(
+    fn: Callable[[_In], _Out], items: Iterable[_In], desc: str, progress: bool
+) -> list[_Out]:
+    """``fn`` of each of ``items`` (images), counted by a progress bar labelled ``desc``."""
+    return [fn(item) for item in progress_bar(items, desc=desc, unit="img", enabled=progress)]
 
 
 def root_sift(descriptors: np.ndarray, eps: float = 1e-7) -> np.ndarray:

@@ -217,16 +217,11 @@ class Reranker:
     def num_desc(self) -> int:
         return self.backend.config.num_desc
 
-    def score(
-        self,
-        query: FeaturesLike,
-        gallery: FeaturesLike,
-        query_global: np.ndarray | None = None,
-        gallery_global: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Logits [G] float32 of the gallery images [G, T, ...] for one query [T, ...]."""
+    def score(self, query: FeaturesLike, gallery: FeaturesLike) -> np.ndarray:
+        """Logits [G] float32 of the gallery images [G, T, ...] for one query [T, ...] (models
+        with global descriptors take the records' ``global_desc``)."""
         gallery = as_local_features(gallery)
-        feeds = self.packer.pack(query, gallery, query_global, gallery_global)
+        feeds = self.packer.pack(query, gallery)
         scores = self.backend.infer(feeds)[SCORES]
         ngal = gallery.descriptors.shape[0]
         if scores.shape != (1, ngal):
@@ -264,11 +259,13 @@ class Reranker:
         else:
             gallery = as_local_features(database)[top].first(self.num_desc)
         query = as_local_features(query)
-        top_global = None if db_global is None else np.asarray(db_global)[top]
+        if query_global is not None:
+            query = replace(query, global_desc=np.asarray(query_global))
+        if db_global is not None:
+            gallery = replace(gallery, global_desc=np.asarray(db_global)[top])
 
         def score_fn(positions: np.ndarray) -> np.ndarray:
-            g_global = None if top_global is None else top_global[positions]
-            return self.score(query, gallery[positions], query_global, g_global)
+            return self.score(query, gallery[positions])
 
         positions, scores = sliding_window_rerank(
             np.arange(ids.shape[0]), sims, score_fn, self.params

@@ -16,19 +16,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from locore.config import (
-    GALLERY_DESC,
-    GALLERY_GLOBAL,
-    GALLERY_MASK,
-    GALLERY_SCALE,
-    QUERY_DESC,
-    QUERY_GLOBAL,
-    QUERY_MASK,
-    QUERY_SCALE,
-    SCORES,
-    LocoreConfig,
-    graph_io,
-)
+from locore import config as C  # the graph I/O tensor names: C.QUERY_DESC, ...
+from locore.config import LocoreConfig, graph_io
 
 LOGIT_SCALE = 10.0
 SCALE_WEIGHT = 0.01
@@ -69,7 +58,9 @@ def build_toy_reranker(
         )
         for s in gio.inputs
     ]
-    outputs = [helper.make_tensor_value_info(SCORES, TensorProto.FLOAT, list(gio.outputs[0].shape))]
+    outputs = [
+        helper.make_tensor_value_info(C.SCORES, TensorProto.FLOAT, list(gio.outputs[0].shape))
+    ]
     name = {s.name: rename.get(s.name, s.name) for s in gio.inputs}
 
     def const(n: str, values: list[float] | list[int], dtype: int) -> onnx.TensorProto:
@@ -87,51 +78,55 @@ def build_toy_reranker(
     ]
     f = TensorProto.FLOAT
     n = helper.make_node
+
+    def l2_normalized(x: str, out: str) -> list[onnx.NodeProto]:
+        """``out = x / (||x|| + eps)`` along the last axis (``eps`` as in :func:`toy_scores`)."""
+        return [
+            n("Mul", [x, x], [f"{x}_sq"]),
+            n("ReduceSum", [f"{x}_sq", "ax_last"], [f"{x}_sq_sum"], keepdims=1),
+            n("Sqrt", [f"{x}_sq_sum"], [f"{x}_norm0"]),
+            n("Add", [f"{x}_norm0", "eps"], [f"{x}_norm"]),
+            n("Div", [x, f"{x}_norm"], [out]),
+        ]
+
+    def masked_mean(x: str, mask: str, axis: str, out: str) -> list[onnx.NodeProto]:
+        """``out = sum(x * mask) / max(sum(mask), 1)`` over ``axis`` (``mask`` broadcasts
+        against ``x``): the mean of the valid entries, 0 when there are none."""
+        return [
+            n("Mul", [x, mask], [f"{out}_xm"]),
+            n("ReduceSum", [f"{out}_xm", axis], [f"{out}_sum"], keepdims=0),
+            n("ReduceSum", [mask, axis], [f"{out}_cnt0"], keepdims=0),
+            n("Max", [f"{out}_cnt0", "one"], [f"{out}_cnt"]),
+            n("Div", [f"{out}_sum", f"{out}_cnt"], [out]),
+        ]
+
     nodes = [
-        n("Cast", [name[QUERY_DESC]], ["qd"], to=f),
-        n("Cast", [name[GALLERY_DESC]], ["gd"], to=f),
-        n("Cast", [name[QUERY_MASK]], ["qm"], to=f),
-        n("Cast", [name[GALLERY_MASK]], ["gm"], to=f),
+        n("Cast", [name[C.QUERY_DESC]], ["qd"], to=f),
+        n("Cast", [name[C.GALLERY_DESC]], ["gd"], to=f),
+        n("Cast", [name[C.QUERY_MASK]], ["qm"], to=f),
+        n("Cast", [name[C.GALLERY_MASK]], ["gm"], to=f),
         # masked mean of the query descriptors, L2-normalised: [B, Dl]
         n("Unsqueeze", ["qm", "ax_last"], ["qm_u"]),
-        n("Mul", ["qd", "qm_u"], ["qd_m"]),
-        n("ReduceSum", ["qd_m", "ax1"], ["q_sum"], keepdims=0),
-        n("ReduceSum", ["qm", "ax1"], ["q_cnt0"], keepdims=1),
-        n("Max", ["q_cnt0", "one"], ["q_cnt"]),
-        n("Div", ["q_sum", "q_cnt"], ["q_mean"]),
-        n("Mul", ["q_mean", "q_mean"], ["q_sq"]),
-        n("ReduceSum", ["q_sq", "ax_last"], ["q_sq_sum"], keepdims=1),
-        n("Sqrt", ["q_sq_sum"], ["q_norm0"]),
-        n("Add", ["q_norm0", "eps"], ["q_norm"]),
-        n("Div", ["q_mean", "q_norm"], ["q_n"]),
+        *masked_mean("qd", "qm_u", "ax1", "q_mean"),
+        *l2_normalized("q_mean", "q_n"),
         # L2-normalised gallery descriptors: [B, G, Nd, Dl]
-        n("Mul", ["gd", "gd"], ["g_sq"]),
-        n("ReduceSum", ["g_sq", "ax_last"], ["g_sq_sum"], keepdims=1),
-        n("Sqrt", ["g_sq_sum"], ["g_norm0"]),
-        n("Add", ["g_norm0", "eps"], ["g_norm"]),
-        n("Div", ["gd", "g_norm"], ["g_n"]),
+        *l2_normalized("gd", "g_n"),
         # cosine of each gallery descriptor with the query mean, masked mean per image: [B, G]
         n("Unsqueeze", ["q_n", "ax12"], ["q_n4"]),
         n("Mul", ["g_n", "q_n4"], ["prod"]),
         n("ReduceSum", ["prod", "ax_last"], ["cos"], keepdims=0),
-        n("Mul", ["cos", "gm"], ["cos_m"]),
-        n("ReduceSum", ["cos_m", "ax_last"], ["cos_sum"], keepdims=0),
-        n("ReduceSum", ["gm", "ax_last"], ["g_cnt0"], keepdims=0),
-        n("Max", ["g_cnt0", "one"], ["g_cnt"]),
-        n("Div", ["cos_sum", "g_cnt"], ["cos_mean"]),
+        *masked_mean("cos", "gm", "ax_last", "cos_mean"),
         n("Mul", ["cos_mean", "logit_scale"], ["s_cos"]),
     ]
     last = "s_cos"
     if with_scales:
         nodes += [
-            n("Cast", [name[GALLERY_SCALE]], ["gs"], to=f),
-            n("Mul", ["gs", "gm"], ["gs_m"]),
-            n("ReduceSum", ["gs_m", "ax_last"], ["gs_sum"], keepdims=0),
-            n("Div", ["gs_sum", "g_cnt"], ["gs_mean"]),
+            n("Cast", [name[C.GALLERY_SCALE]], ["gs"], to=f),
+            *masked_mean("gs", "gm", "ax_last", "gs_mean"),
             n("Mul", ["gs_mean", "scale_weight"], ["s_scale"]),
             n("Add", [last, "s_scale"], ["s_with_scale"]),
             # the query scales take part with weight 0, so the input is used
-            n("Cast", [name[QUERY_SCALE]], ["qs"], to=f),
+            n("Cast", [name[C.QUERY_SCALE]], ["qs"], to=f),
             n("ReduceSum", ["qs"], ["qs_sum"], keepdims=0),
             n("Mul", ["qs_sum", "zero"], ["qs_zero"]),
             n("Add", ["s_with_scale", "qs_zero"], ["s_scales"]),
@@ -139,15 +134,15 @@ def build_toy_reranker(
         last = "s_scales"
     if config.use_global:
         nodes += [
-            n("Cast", [name[QUERY_GLOBAL]], ["qg"], to=f),
-            n("Cast", [name[GALLERY_GLOBAL]], ["gg"], to=f),
+            n("Cast", [name[C.QUERY_GLOBAL]], ["qg"], to=f),
+            n("Cast", [name[C.GALLERY_GLOBAL]], ["gg"], to=f),
             n("Unsqueeze", ["qg", "ax1"], ["qg_u"]),
             n("Mul", ["gg", "qg_u"], ["g_prod"]),
             n("ReduceSum", ["g_prod", "ax_last"], ["g_dot"], keepdims=0),
             n("Add", [last, "g_dot"], ["s_global"]),
         ]
         last = "s_global"
-    nodes.append(n("Identity", [last], [SCORES]))
+    nodes.append(n("Identity", [last], [C.SCORES]))
     graph = helper.make_graph(nodes, "locore_toy", inputs, outputs, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -167,21 +162,21 @@ def build_toy_reranker(
 
 def toy_scores(feeds: dict[str, np.ndarray]) -> np.ndarray:
     """The toy model's scores [B, G] float32, computed with numpy."""
-    qd = feeds[QUERY_DESC].astype(np.float64)
-    gd = feeds[GALLERY_DESC].astype(np.float64)
-    qm = feeds[QUERY_MASK].astype(np.float64)
-    gm = feeds[GALLERY_MASK].astype(np.float64)
+    qd = feeds[C.QUERY_DESC].astype(np.float64)
+    gd = feeds[C.GALLERY_DESC].astype(np.float64)
+    qm = feeds[C.QUERY_MASK].astype(np.float64)
+    gm = feeds[C.GALLERY_MASK].astype(np.float64)
     q_mean = (qd * qm[..., None]).sum(1) / np.maximum(qm.sum(1, keepdims=True), 1.0)
     q_n = q_mean / (np.linalg.norm(q_mean, axis=-1, keepdims=True) + EPS)
     g_n = gd / (np.linalg.norm(gd, axis=-1, keepdims=True) + EPS)
     cos = (g_n * q_n[:, None, None, :]).sum(-1)
     g_cnt = np.maximum(gm.sum(-1), 1.0)
     scores = LOGIT_SCALE * (cos * gm).sum(-1) / g_cnt
-    if GALLERY_SCALE in feeds:
-        scores += SCALE_WEIGHT * (feeds[GALLERY_SCALE] * gm).sum(-1) / g_cnt
-    if GALLERY_GLOBAL in feeds:
-        qg = feeds[QUERY_GLOBAL].astype(np.float64)
-        gg = feeds[GALLERY_GLOBAL].astype(np.float64)
+    if C.GALLERY_SCALE in feeds:
+        scores += SCALE_WEIGHT * (feeds[C.GALLERY_SCALE] * gm).sum(-1) / g_cnt
+    if C.GALLERY_GLOBAL in feeds:
+        qg = feeds[C.QUERY_GLOBAL].astype(np.float64)
+        gg = feeds[C.GALLERY_GLOBAL].astype(np.float64)
         scores += (gg * qg[:, None, :]).sum(-1)
     return scores.astype(np.float32)
 

@@ -16,22 +16,8 @@ import pytest
 from onnx import TensorProto, helper
 from onnx_toy import build_toy_reranker, random_rows, toy_config, toy_scores
 
-from locore.config import (
-    GALLERY_DESC,
-    GALLERY_GLOBAL,
-    GALLERY_MASK,
-    GALLERY_SCALE,
-    QUERY_DESC,
-    QUERY_GLOBAL,
-    QUERY_MASK,
-    SCORES,
-    ConfigError,
-    DinoConfig,
-    GraphIO,
-    TensorSpec,
-    dino_graph_io,
-    graph_io,
-)
+from locore import config as C  # the graph I/O tensor names: C.QUERY_DESC, ...
+from locore.config import ConfigError, DinoConfig, GraphIO, TensorSpec, dino_graph_io, graph_io
 from locore.deps import MissingDependencyError, is_available
 from locore.runtime.backends import (
     BACKENDS,
@@ -168,13 +154,13 @@ def test_specs_and_metadata(toy: Backend, model_dir: Path) -> None:
     assert toy.float_dtype == np.float32 and toy.max_gallery is None and toy.max_batch is None
     specs = {s.name: s for s in toy.input_specs()}
     assert list(specs) == [s.name for s in graph_io(CONFIG).inputs]
-    assert specs[GALLERY_DESC].shape == ("batch", "num_gallery", 6, 8)
-    assert specs[GALLERY_DESC].dtype == "float32"
-    assert specs[QUERY_MASK].dtype == "bool" and specs[GALLERY_SCALE].dtype == "int64"
-    assert specs[QUERY_DESC].description == "query local descriptors"
+    assert specs[C.GALLERY_DESC].shape == ("batch", "num_gallery", 6, 8)
+    assert specs[C.GALLERY_DESC].dtype == "float32"
+    assert specs[C.QUERY_MASK].dtype == "bool" and specs[C.GALLERY_SCALE].dtype == "int64"
+    assert specs[C.QUERY_DESC].description == "query local descriptors"
     (out,) = toy.output_specs()
-    assert (out.name, out.shape, out.dtype) == (SCORES, ("batch", "num_gallery"), "float32")
-    assert toy.output_spec(SCORES).description == "one logit per gallery image"
+    assert (out.name, out.shape, out.dtype) == (C.SCORES, ("batch", "num_gallery"), "float32")
+    assert toy.output_spec(C.SCORES).description == "one logit per gallery image"
     config, io = read_model_metadata(model_dir / "toy.onnx")
     assert config == CONFIG and io == graph_io(CONFIG)
     assert "gallery_desc" in toy.describe()
@@ -184,14 +170,14 @@ def test_specs_and_metadata(toy: Backend, model_dir: Path) -> None:
 def test_infer_matches_numpy(toy: Backend, feats: LocalFeatures) -> None:
     packer = Packer.for_backend(toy)
     feeds = packer.pack(feats[0], feats[1:])
-    scores = toy.infer(feeds)[SCORES]
+    scores = toy.infer(feeds)[C.SCORES]
     assert scores.shape == (1, 8) and scores.dtype == np.float32
     np.testing.assert_allclose(scores, toy_scores(feeds), rtol=1e-5, atol=1e-5)
     # a batch of 2 queries with 3 gallery images each
     batch = LocalFeatures.stack([feats[1:4], feats[4:7]])
     feeds = packer.pack(feats[[0, 8]], batch)
-    assert feeds[GALLERY_DESC].shape == (2, 3, 6, 8)
-    np.testing.assert_allclose(toy.infer(feeds)[SCORES], toy_scores(feeds), rtol=1e-5, atol=1e-5)
+    assert feeds[C.GALLERY_DESC].shape == (2, 3, 6, 8)
+    np.testing.assert_allclose(toy.infer(feeds)[C.SCORES], toy_scores(feeds), rtol=1e-5, atol=1e-5)
 
 
 def test_float16_engine(model_dir: Path, feats: LocalFeatures) -> None:
@@ -199,30 +185,30 @@ def test_float16_engine(model_dir: Path, feats: LocalFeatures) -> None:
     backend = create_backend(path, threads=1)
     assert backend.float_dtype == np.float16
     feeds = Packer.for_backend(backend).pack(feats[0], feats[1:])
-    assert feeds[QUERY_DESC].dtype == np.float16 and feeds[GALLERY_DESC].dtype == np.float16
-    np.testing.assert_allclose(backend.infer(feeds)[SCORES], toy_scores(feeds), atol=1e-3)
+    assert feeds[C.QUERY_DESC].dtype == np.float16 and feeds[C.GALLERY_DESC].dtype == np.float16
+    np.testing.assert_allclose(backend.infer(feeds)[C.SCORES], toy_scores(feeds), atol=1e-3)
     with pytest.raises(FeedError, match=r"query_desc must be \[batch, 6, 8\] float16, got"):
-        backend.infer({**feeds, QUERY_DESC: feeds[QUERY_DESC].astype(np.float32)})
+        backend.infer({**feeds, C.QUERY_DESC: feeds[C.QUERY_DESC].astype(np.float32)})
 
 
 def test_feed_errors(toy: Backend, feats: LocalFeatures) -> None:
     feeds = Packer.for_backend(toy).pack(feats[0], feats[1:])
     with pytest.raises(FeedError, match=r"missing \['gallery_scale'\].*Build feeds with"):
-        toy.infer({k: v for k, v in feeds.items() if k != GALLERY_SCALE})
+        toy.infer({k: v for k, v in feeds.items() if k != C.GALLERY_SCALE})
     with pytest.raises(FeedError, match=r"unknown \['extra'\]"):
         toy.infer({**feeds, "extra": np.zeros(1)})
     wide = np.zeros((1, 8, 6, 768), np.float32)
     with pytest.raises(FeedError) as info:
-        toy.infer({**feeds, GALLERY_DESC: wide})
+        toy.infer({**feeds, C.GALLERY_DESC: wide})
     assert str(info.value).startswith(
         "input gallery_desc must be [batch, num_gallery, 6, 8] float32, got [1, 8, 6, 768] "
         "float32; this engine was exported for 6 descriptors of dimension 8 per image"
     )
     with pytest.raises(FeedError, match="must be a numpy array"):
-        toy.infer({**feeds, QUERY_MASK: feeds[QUERY_MASK].tolist()})
+        toy.infer({**feeds, C.QUERY_MASK: feeds[C.QUERY_MASK].tolist()})
     with pytest.raises(FeedError, match="bool, got .* float32"):
-        toy.infer({**feeds, QUERY_MASK: feeds[QUERY_MASK].astype(np.float32)})
-    two = {**feeds, QUERY_DESC: np.concatenate([feeds[QUERY_DESC]] * 2)}
+        toy.infer({**feeds, C.QUERY_MASK: feeds[C.QUERY_MASK].astype(np.float32)})
+    two = {**feeds, C.QUERY_DESC: np.concatenate([feeds[C.QUERY_DESC]] * 2)}
     with pytest.raises(FeedError, match="disagree on dynamic dim 'batch'"):
         toy.infer(two)
 
@@ -251,7 +237,7 @@ class LimitedRunner(Runner):
 
 
 def test_max_gallery_limit(toy: Backend, feats: LocalFeatures) -> None:
-    limited = Backend(LimitedRunner(toy.runner, {GALLERY_DESC: (2, 4, 6, 8)}))
+    limited = Backend(LimitedRunner(toy.runner, {C.GALLERY_DESC: (2, 4, 6, 8)}))
     assert (limited.kind, limited.max_gallery, limited.max_batch) == ("limited", 4, 2)
     feeds = Packer.for_backend(limited).pack(feats[0], feats[1:])
     with pytest.raises(FeedError, match="8 gallery images per call, but this engine takes at "
@@ -261,7 +247,7 @@ def test_max_gallery_limit(toy: Backend, feats: LocalFeatures) -> None:
         Reranker(limited, RerankParams(window=8, stride=4))
     assert Reranker(limited, window=4, stride=2).params.window == 4
     small = Packer.for_backend(limited).pack(feats[0], feats[1:5])
-    np.testing.assert_allclose(limited.infer(small)[SCORES], toy_scores(small), atol=1e-5)
+    np.testing.assert_allclose(limited.infer(small)[C.SCORES], toy_scores(small), atol=1e-5)
     three = Packer.for_backend(limited).pack(feats[[0, 1, 2]], LocalFeatures.stack(
         [feats[3:5]] * 3))  # fmt: skip
     with pytest.raises(FeedError, match="3 queries per call, but this engine takes at most 2"):
@@ -277,7 +263,7 @@ def test_metadata_missing_or_wrong(model_dir: Path) -> None:
     assert Backend(OrtRunner(bare), CONFIG).config == CONFIG
     with pytest.raises(ConfigError, match="num_desc 6 but the model's locore.config says"):
         create_backend(bare, config=toy_config(num_desc=48))
-    renamed = build_toy_reranker(model_dir / "x.onnx", CONFIG, input_names={QUERY_DESC: "x"})
+    renamed = build_toy_reranker(model_dir / "x.onnx", CONFIG, input_names={C.QUERY_DESC: "x"})
     with pytest.raises(ConfigError, match=r"not a LOCORE re-ranker: it lacks \['query_desc'\]"):
         create_backend(renamed)
     with pytest.raises(FileNotFoundError):
@@ -463,10 +449,11 @@ def test_packing_takes_first_rows_and_pads(feats: LocalFeatures) -> None:
     desc, mask, scale = packer.pack_images(short)
     assert desc.shape == (9, 6, 8) and not mask[:, 4:].any() and not desc[:, 4:].any()
     feeds = packer.pack(short[0], short[1:])
-    assert feeds[QUERY_MASK].dtype == np.bool_ and feeds[GALLERY_SCALE].dtype == np.int64
+    assert feeds[C.QUERY_MASK].dtype == np.bool_ and feeds[C.GALLERY_SCALE].dtype == np.int64
     assert set(feeds) == {s.name for s in graph_io(CONFIG).inputs}
-    assert set(Packer(CONFIG, graph_io(CONFIG, with_scales=False).inputs).pack(
-        short[0], short[1:])) == {QUERY_DESC, QUERY_MASK, GALLERY_DESC, GALLERY_MASK}  # fmt: skip
+    no_scales = Packer(CONFIG, graph_io(CONFIG, with_scales=False).inputs)
+    required = {C.QUERY_DESC, C.QUERY_MASK, C.GALLERY_DESC, C.GALLERY_MASK}
+    assert set(no_scales.pack(short[0], short[1:])) == required
 
 
 def test_packing_errors(feats: LocalFeatures) -> None:
@@ -486,7 +473,7 @@ def test_packing_errors(feats: LocalFeatures) -> None:
     with pytest.raises(PackingError, match=r"scale ids must be in \[0, 3\] .* got ids from 7"):
         Packer(CONFIG).pack(bad[0], bad[1:])
     clipped = Packer(CONFIG, clip_scales=True).pack(bad[0], bad[1:])
-    assert clipped[GALLERY_SCALE].max() == 3
+    assert clipped[C.GALLERY_SCALE].max() == 3
     with pytest.raises(PackingError, match="give one query"):
         Packer(CONFIG).pack(feats[1:], feats[1:])
     nan = feats.descriptors.copy()
@@ -507,8 +494,8 @@ def test_global_descriptor_models(model_dir: Path, feats: LocalFeatures) -> None
     with pytest.raises(PackingError, match=r"gallery_global must be \[1, 8, 3\], got \[1, 8, 2\]"):
         packer.pack(feats[0], feats[1:], qg, gg[:, :2])
     feeds = packer.pack(feats[0], feats[1:], qg, gg)
-    assert feeds[QUERY_GLOBAL].shape == (1, 3) and feeds[GALLERY_GLOBAL].dtype == np.float32
-    np.testing.assert_allclose(backend.infer(feeds)[SCORES], toy_scores(feeds), atol=1e-5)
+    assert feeds[C.QUERY_GLOBAL].shape == (1, 3) and feeds[C.GALLERY_GLOBAL].dtype == np.float32
+    np.testing.assert_allclose(backend.infer(feeds)[C.SCORES], toy_scores(feeds), atol=1e-5)
     db_global = rng.random((9, 3))
     result = Reranker(backend, window=4, topk=8, stride=2).rerank(
         feats[0], feats, np.arange(1, 9), np.linspace(1, 0, 8), qg, db_global
@@ -586,7 +573,7 @@ def test_exported_model_end_to_end(model_dir: Path, feats: LocalFeatures) -> Non
     feeds = Packer.for_backend(backend).pack(feats[0], feats[1:])
     with torch.no_grad():
         want = net(**{k: torch.from_numpy(v) for k, v in feeds.items()}).numpy()
-    np.testing.assert_allclose(backend.infer(feeds)[SCORES], want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(backend.infer(feeds)[C.SCORES], want, rtol=1e-4, atol=1e-4)
     result = Reranker(backend, window=4, topk=8, stride=2).rerank(
         feats[0], feats, np.arange(1, 9), np.linspace(1, 0, 8)
     )

@@ -44,13 +44,21 @@ def test_run_demo_library_path(demo_cache: Path, tmp_path: Path, shipped_onnx):
     """The library call the command makes (a few queries, no RANSAC: the CLI test below runs
     the whole benchmark)."""
     from locore.runtime.demo import run_demo
+    from locore.runtime.sliding_windows import RerankParams
 
     onnx = shipped_onnx("portable")
     fusion = checkpoint_fusion(shipped_model_dir())  # what `locore demo` passes
     assert set(fusion) == {"alpha", "temperature"}
     picture = tmp_path / "demo.png"
+    params = RerankParams(**fusion)
     report = run_demo(
-        onnx, demo_cache, **fusion, ransac=False, max_queries=6, picture=picture, progress=False
+        onnx,
+        demo_cache,
+        params=params,
+        ransac=False,
+        max_queries=6,
+        picture=picture,
+        progress=False,
     )
     table = report.table()
     assert "LOCORE re-ranking" in table and "RANSAC" not in table and "mAP" in table

@@ -57,14 +57,19 @@ def test_batch_equals_per_item_runs(tiny):
             torch.testing.assert_close(batched[i : i + 1], single, rtol=1e-5, atol=1e-5)
 
 
-def test_scores_depend_on_gallery_content(tiny):
-    inp = _inputs(tiny.config, 1, 5, seed=2)
+def _scores_before_and_after(model, inp, edit):
+    """Scores of ``inp``, and of a copy of it whose tensors ``edit`` changes in place."""
+    changed = {k: v.clone() for k, v in inp.items()}
+    edit(changed)
     with torch.no_grad():
-        before = tiny(**inp)
-        changed = dict(inp)
-        changed["gallery_desc"] = inp["gallery_desc"].clone()
-        changed["gallery_desc"][0, 3] = torch.randn_like(changed["gallery_desc"][0, 3])
-        after = tiny(**changed)
+        return model(**inp), model(**changed)
+
+
+def test_scores_depend_on_gallery_content(tiny):
+    def new_image_3(t):
+        t["gallery_desc"][0, 3] = torch.randn_like(t["gallery_desc"][0, 3])
+
+    before, after = _scores_before_and_after(tiny, _inputs(tiny.config, 1, 5, seed=2), new_image_3)
     assert not torch.allclose(before[0, 3], after[0, 3]), "image 3's own score must change"
     # List-wise: the bidirectional scans let other images' scores see image 3 too.
     assert not torch.allclose(before[0, :3], after[0, :3])
@@ -73,16 +78,15 @@ def test_scores_depend_on_gallery_content(tiny):
 
 def test_padded_descriptors_do_not_matter(tiny):
     """Content of masked descriptors never reaches the scores."""
-    inp = _inputs(tiny.config, 1, 4, seed=3)
-    with torch.no_grad():
-        before = tiny(**inp)
-        noisy = dict(inp)
-        noisy["gallery_desc"] = inp["gallery_desc"].clone()
-        pad = ~inp["gallery_mask"]
-        noisy["gallery_desc"][pad] = torch.randn_like(noisy["gallery_desc"][pad]) * 100
-        noisy["query_desc"] = inp["query_desc"].clone()
-        noisy["query_desc"][~inp["query_mask"]] = 55.0
-        after = tiny(**noisy)
+
+    def noisy_padding(t):
+        pad = ~t["gallery_mask"]
+        t["gallery_desc"][pad] = torch.randn_like(t["gallery_desc"][pad]) * 100
+        t["query_desc"][~t["query_mask"]] = 55.0
+
+    before, after = _scores_before_and_after(
+        tiny, _inputs(tiny.config, 1, 4, seed=3), noisy_padding
+    )
     torch.testing.assert_close(before, after, rtol=1e-5, atol=1e-5)
 
 

@@ -104,6 +104,16 @@ def _assert_close(y: np.ndarray, ref: np.ndarray, dtype: type) -> None:
     )
 
 
+def _check_library(kw: dict, reverse: bool = False, **call) -> np.ndarray:
+    """Run the library on the inputs ``kw`` (``call``: chunk_size, num_threads) and check that
+    it returns x's dtype and agrees with the reference; returns its output."""
+    dtype = kw["x"].dtype.type
+    y = native.selective_scan_cpu(**kw, reverse=reverse, **call)
+    assert y.dtype == dtype
+    _assert_close(y, _reference(kw, reverse), dtype)
+    return y
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("length", [1, 63, 64, 65])
@@ -122,9 +132,7 @@ def test_mamba2_matches_reference(lib, dtype, reverse, length, grouped, gated, s
         gated=gated,
         softplus=softplus,
     )
-    y = native.selective_scan_cpu(**kw, reverse=reverse)
-    assert y.dtype == dtype
-    _assert_close(y, _reference(kw, reverse), dtype)
+    _check_library(kw, reverse)
 
 
 @pytest.mark.parametrize(
@@ -146,8 +154,7 @@ def test_mamba2_long_sequence(lib, dtype, reverse, grouped, gated):
         gated=gated,
         softplus=True,
     )
-    y = native.selective_scan_cpu(**kw, reverse=reverse)
-    _assert_close(y, _reference(kw, reverse), dtype)
+    _check_library(kw, reverse)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
@@ -168,14 +175,13 @@ def test_mamba1_matches_reference(lib, dtype, reverse, length, grouped):
         gated=True,
         softplus=True,
     )
-    y = native.selective_scan_cpu(**kw, reverse=reverse)
-    _assert_close(y, _reference(kw, reverse), dtype)
+    _check_library(kw, reverse)
 
 
 def test_mamba1_many_channels(lib):
     """More channels than one row tile (64), so a group spans several tiles."""
     kw = _inputs(7, variant="mamba1", batch=1, length=40, heads=130, groups=2, nstate=16)
-    _assert_close(native.selective_scan_cpu(**kw), _reference(kw, False), np.float32)
+    _check_library(kw)
 
 
 @pytest.mark.parametrize(
@@ -195,9 +201,7 @@ def test_mamba2_odd_shapes(lib, heads, hdim, groups, nstate):
         softplus=True,
     )
     for reverse in (False, True):
-        _assert_close(
-            native.selective_scan_cpu(**kw, reverse=reverse), _reference(kw, reverse), np.float32
-        )
+        _check_library(kw, reverse)
 
 
 @pytest.mark.parametrize("variant", ["mamba2", "mamba1"])
@@ -206,8 +210,7 @@ def test_row_tiles_that_cross_heads(lib, variant):
     heads, hdim = (3, 5) if variant == "mamba2" else (37, 1)
     kw = _inputs(21, variant=variant, batch=1, length=50, heads=heads, hdim=hdim, gated=True)
     for threads in (3, 8, 16):
-        y = native.selective_scan_cpu(**kw, num_threads=threads)
-        _assert_close(y, _reference(kw, False), np.float32)
+        _check_library(kw, num_threads=threads)
 
 
 @pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
@@ -230,23 +233,21 @@ def test_every_cpu_dispatch_level(lib, monkeypatch, isa):
             softplus=True,
         )
         for reverse in (False, True):
-            y = native.selective_scan_cpu(**kw, reverse=reverse, num_threads=3)
-            _assert_close(y, _reference(kw, reverse), dtype)
+            _check_library(kw, reverse, num_threads=3)
 
 
 def test_without_d(lib):
     kw = _inputs(11, with_d=False, gated=True)
-    _assert_close(native.selective_scan_cpu(**kw), _reference(kw, False), np.float32)
+    _check_library(kw)
 
 
 def test_chunk_size_and_threads_do_not_change_the_result(lib):
     kw = _inputs(12, batch=3, length=130, gated=True, softplus=True)
-    base = native.selective_scan_cpu(**kw, chunk_size=64, num_threads=1)
+    base = _check_library(kw, chunk_size=64, num_threads=1)
     for chunk in (1, 7, 64, 1000):
         for threads in (0, 1, 2, 5):
             y = native.selective_scan_cpu(**kw, chunk_size=chunk, num_threads=threads)
             np.testing.assert_array_equal(y, base)
-    _assert_close(base, _reference(kw, False), np.float32)
 
 
 def test_padding_tokens_leave_the_state_alone(lib):
@@ -272,7 +273,7 @@ def test_empty_sequence(lib):
 def test_non_contiguous_inputs_are_accepted(lib):
     kw = _inputs(15, length=33)
     kw["x"] = np.asfortranarray(kw["x"])
-    _assert_close(native.selective_scan_cpu(**kw), _reference(kw, False), np.float32)
+    _check_library(kw)
 
 
 # --------------------------------------------------------------------------- bad arguments

@@ -8,6 +8,7 @@
  * one fp16 ulp of it (fp16).
  */
 #include "cuda_runtime_api.h"
+#include "scanCase.h"
 #include "selectiveScan.h"
 #include "selectiveScanCore.h"
 
@@ -81,18 +82,7 @@ bool runCase(const Case& c, uint32_t seed)
     const size_t es = dt == LOCORE_SCAN_FLOAT16 ? 2 : 4;
     std::vector<uint8_t> yCpu(xn * es + 1), yEmu(xn * es + 1, 0xff);
 
-    LocoreScanParams p{};
-    p.batch = c.batch;
-    p.seqlen = c.seqlen;
-    p.nheads = c.heads;
-    p.headdim = c.headdim;
-    p.ngroups = c.groups;
-    p.dstate = c.dstate;
-    p.variant = c.variant;
-    p.dtSoftplus = c.softplus;
-    p.reverse = c.reverse;
-    p.chunkSize = c.chunk;
-    p.dtype = dt;
+    LocoreScanParams p = caseParams(c, c.chunk);
     p.x = x.data();
     p.dt = dtv.data();
     p.A = A.data();

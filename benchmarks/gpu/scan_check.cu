@@ -8,12 +8,14 @@
  *   fp32: |y - y_cpu| <= (2e-3 + 6e-4 |y_cpu| / s) s;  fp16: (5e-3 + 3e-3 |y_cpu| / s) s.
  * Exit status 0 when every case passes.
  */
+#include "scanCase.h"
 #include "selectiveScan.h"
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -113,6 +115,12 @@ struct Inputs
 {
     HostTensor x, dt, A, B, C, D, bias, z;
     size_t xCount = 0;
+
+    /* Every tensor, in the order of LocoreScanParams. */
+    std::array<HostTensor*, 8> all()
+    {
+        return {&x, &dt, &A, &B, &C, &D, &bias, &z};
+    }
 };
 
 Inputs makeInputs(const Case& c, uint32_t seed)
@@ -148,24 +156,43 @@ Inputs makeInputs(const Case& c, uint32_t seed)
 
 LocoreScanParams paramsFor(const Case& c)
 {
-    LocoreScanParams p{};
-    p.batch = c.batch;
-    p.seqlen = c.seqlen;
-    p.nheads = c.heads;
-    p.headdim = c.headdim;
-    p.ngroups = c.groups;
-    p.dstate = c.dstate;
-    p.variant = c.variant;
-    p.dtSoftplus = c.softplus;
-    p.reverse = c.reverse;
-    p.chunkSize = 64;
-    p.dtype = c.dtype;
-    return p;
+    return caseParams(c, 64);
 }
 
-const void* hostOrNull(const HostTensor& t, int dtype)
+/* Points p's inputs at the host copies of the tensors (NULL for an absent one), or with device
+ * at their device copies (uploadAll). */
+void bindInputs(LocoreScanParams& p, const Inputs& in, int dtype, bool device)
 {
-    return t.f.empty() ? nullptr : t.host(dtype);
+    auto at = [&](const HostTensor& t) -> const void* {
+        return device ? t.dev : (t.f.empty() ? nullptr : t.host(dtype));
+    };
+    p.x = at(in.x);
+    p.dt = at(in.dt);
+    p.A = at(in.A);
+    p.B = at(in.B);
+    p.C = at(in.C);
+    p.D = at(in.D);
+    p.dtBias = at(in.bias);
+    p.z = at(in.z);
+}
+
+void uploadAll(Inputs& in, int dtype)
+{
+    for (HostTensor* t : in.all())
+    {
+        upload(*t, dtype);
+    }
+}
+
+void freeAll(Inputs& in)
+{
+    for (HostTensor* t : in.all())
+    {
+        if (t->dev)
+        {
+            CHECK_CUDA(cudaFree(t->dev));
+        }
+    }
 }
 
 /* Returns true when the CUDA output matches the CPU library within the dtype's tolerance. */
@@ -176,14 +203,7 @@ bool checkCase(const Case& c, uint32_t seed)
     LocoreScanParams p = paramsFor(c);
 
     std::vector<uint8_t> yCpu(in.xCount * esize), yGpu(in.xCount * esize);
-    p.x = hostOrNull(in.x, c.dtype);
-    p.dt = hostOrNull(in.dt, c.dtype);
-    p.A = hostOrNull(in.A, c.dtype);
-    p.B = hostOrNull(in.B, c.dtype);
-    p.C = hostOrNull(in.C, c.dtype);
-    p.D = hostOrNull(in.D, c.dtype);
-    p.dtBias = hostOrNull(in.bias, c.dtype);
-    p.z = hostOrNull(in.z, c.dtype);
+    bindInputs(p, in, c.dtype, false);
     p.y = yCpu.data();
     int st = locore_selective_scan_cpu(&p, 0);
     if (st != LOCORE_SCAN_OK)
@@ -192,21 +212,11 @@ bool checkCase(const Case& c, uint32_t seed)
         return false;
     }
 
-    for (HostTensor* t : {&in.x, &in.dt, &in.A, &in.B, &in.C, &in.D, &in.bias, &in.z})
-    {
-        upload(*t, c.dtype);
-    }
+    uploadAll(in, c.dtype);
     void* yDev = nullptr;
     CHECK_CUDA(cudaMalloc(&yDev, std::max<size_t>(yGpu.size(), 1)));
     CHECK_CUDA(cudaMemset(yDev, 0xff, std::max<size_t>(yGpu.size(), 1))); /* NaN fill */
-    p.x = in.x.dev;
-    p.dt = in.dt.dev;
-    p.A = in.A.dev;
-    p.B = in.B.dev;
-    p.C = in.C.dev;
-    p.D = in.D.dev;
-    p.dtBias = in.bias.dev;
-    p.z = in.z.dev;
+    bindInputs(p, in, c.dtype, true);
     p.y = yDev;
     void* ws = nullptr;
     const size_t wsBytes = locore_selective_scan_cuda_workspace(&p);
@@ -225,13 +235,7 @@ bool checkCase(const Case& c, uint32_t seed)
     {
         CHECK_CUDA(cudaMemcpy(yGpu.data(), yDev, yGpu.size(), cudaMemcpyDeviceToHost));
     }
-    for (HostTensor* t : {&in.x, &in.dt, &in.A, &in.B, &in.C, &in.D, &in.bias, &in.z})
-    {
-        if (t->dev)
-        {
-            CHECK_CUDA(cudaFree(t->dev));
-        }
-    }
+    freeAll(in);
     CHECK_CUDA(cudaFree(yDev));
     if (ws)
     {
@@ -269,21 +273,11 @@ void timeCase(const Case& c, double peakGBs)
 {
     Inputs in = makeInputs(c, 1234);
     const size_t esize = c.dtype == LOCORE_SCAN_FLOAT16 ? 2 : 4;
-    for (HostTensor* t : {&in.x, &in.dt, &in.A, &in.B, &in.C, &in.D, &in.bias, &in.z})
-    {
-        upload(*t, c.dtype);
-    }
+    uploadAll(in, c.dtype);
     void* yDev = nullptr;
     CHECK_CUDA(cudaMalloc(&yDev, in.xCount * esize));
     LocoreScanParams p = paramsFor(c);
-    p.x = in.x.dev;
-    p.dt = in.dt.dev;
-    p.A = in.A.dev;
-    p.B = in.B.dev;
-    p.C = in.C.dev;
-    p.D = in.D.dev;
-    p.dtBias = in.bias.dev;
-    p.z = in.z.dev;
+    bindInputs(p, in, c.dtype, true);
     p.y = yDev;
     cudaStream_t stream;
     CHECK_CUDA(cudaStreamCreate(&stream));
@@ -313,7 +307,7 @@ void timeCase(const Case& c, double peakGBs)
     const double med = ms[ms.size() / 2];
     /* Bytes that must move at least once: read x, dt, B, C (z), write y. */
     double bytes = 0;
-    for (const HostTensor* t : {&in.x, &in.dt, &in.A, &in.B, &in.C, &in.D, &in.bias, &in.z})
+    for (const HostTensor* t : in.all())
     {
         bytes += t->bytes(c.dtype);
     }
@@ -326,13 +320,7 @@ void timeCase(const Case& c, double peakGBs)
             peakGBs, 100.0 * gbs / peakGBs);
     }
     std::printf("\n");
-    for (HostTensor* t : {&in.x, &in.dt, &in.A, &in.B, &in.C, &in.D, &in.bias, &in.z})
-    {
-        if (t->dev)
-        {
-            CHECK_CUDA(cudaFree(t->dev));
-        }
-    }
+    freeAll(in);
     CHECK_CUDA(cudaFree(yDev));
     CHECK_CUDA(cudaStreamDestroy(stream));
 }

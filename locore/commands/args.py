@@ -25,51 +25,33 @@ def _locore_defaults() -> dict[str, Any]:
     return {f.name: f.default for f in dataclasses.fields(RerankParams)}
 
 
+# alpha and temperature default to None, so that a checkpoint's recorded fusion can take their place
+FUSION_FLAGS = ("alpha", "temperature")
+
+
 def add_rerank_arguments(parser: argparse.ArgumentParser, *, with_topk: bool = True) -> None:
     """--topk --window --stride --order --alpha --temperature (defaults: LOCORE's)."""
     from locore.runtime.sliding_windows import ORDERS
 
+    # flag -> (argparse keywords other than the default, help without the default)
+    flags: dict[str, tuple[dict[str, Any], str]] = {
+        "topk": ({"type": int}, "re-rank the top K of each shortlist"),
+        "window": ({"type": int}, "gallery images per model call"),
+        "stride": ({"type": int}, "positions between window starts, <= window"),
+        "order": ({"choices": ORDERS}, "order of the windows"),
+        "alpha": ({"type": float}, "weight of the global similarity in the fused score"),
+        "temperature": ({"type": float}, "t in sigmoid(t * logit)"),
+    }
+    if not with_topk:
+        del flags["topk"]
     d = _locore_defaults()
     group = parser.add_argument_group("re-ranking (defaults: LOCORE's evaluation)")
-    if with_topk:
-        group.add_argument(
-            "--topk",
-            type=int,
-            default=d["topk"],
-            help="re-rank the top K of each shortlist (default %(default)s)",
-        )
-    group.add_argument(
-        "--window",
-        type=int,
-        default=d["window"],
-        help="gallery images per model call (default %(default)s)",
-    )
-    group.add_argument(
-        "--stride",
-        type=int,
-        default=d["stride"],
-        help="positions between window starts, <= window (default %(default)s)",
-    )
-    group.add_argument(
-        "--order",
-        choices=ORDERS,
-        default=d["order"],
-        help="order of the windows (default %(default)s)",
-    )
-    group.add_argument(
-        "--alpha",
-        type=float,
-        default=None,
-        help="weight of the global similarity in the fused score (default: the checkpoint's "
-        f"tuned value, else {d['alpha']})",
-    )
-    group.add_argument(
-        "--temperature",
-        type=float,
-        default=None,
-        help="t in sigmoid(t * logit) (default: the checkpoint's tuned value, else "
-        f"{d['temperature']})",
-    )
+    for name, (options, text) in flags.items():
+        if name in FUSION_FLAGS:
+            default, note = None, f": the checkpoint's tuned value, else {d[name]}"
+        else:
+            default, note = d[name], " %(default)s"
+        group.add_argument(f"--{name}", default=default, help=f"{text} (default{note})", **options)
 
 
 def rerank_params(
@@ -83,18 +65,20 @@ def rerank_params(
     from locore.runtime.sliding_windows import RerankParams
 
     d = _locore_defaults()
-    fusion = fusion or {}
-    alpha = args.alpha if args.alpha is not None else fusion.get("alpha", d["alpha"])
-    temperature = args.temperature
-    if temperature is None:
-        temperature = fusion.get("temperature", d["temperature"])
+    recorded = fusion or {}
+
+    def fused(name: str) -> float:
+        """A fusion flag's value: the flag, else the checkpoint's, else LOCORE's."""
+        value = getattr(args, name)
+        return float(value if value is not None else recorded.get(name, d[name]))
+
     return RerankParams(
         window=args.window,
         topk=topk if topk is not None else args.topk,
         stride=args.stride,
         order=args.order,
-        alpha=float(alpha),
-        temperature=float(temperature),
+        alpha=fused("alpha"),
+        temperature=fused("temperature"),
     )
 
 

@@ -101,17 +101,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     model = args.model if args.model is not None else shipped_model_dir()
     onnx_path, fusion = _onnx_and_fusion(model, cache)
-    params = rerank_params(args, topk=args.shortlist, fusion=fusion)
     report = run_demo(
         onnx_path,
         cache,
         split=args.split,
         shortlist_k=args.shortlist,
-        window=params.window,
-        stride=params.stride,
-        order=params.order,
-        alpha=params.alpha,
-        temperature=params.temperature,
+        params=rerank_params(args, topk=args.shortlist, fusion=fusion),
         ransac=not args.no_ransac,
         picture=args.picture,
         max_queries=args.max_queries,

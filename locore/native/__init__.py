@@ -6,27 +6,9 @@ on them; :func:`load_cpu_library` finds ``liblocore_scan_cpu`` (building it on f
 ``locore.model.selective_scan_ref``. The op contract is :mod:`locore.scan_spec`.
 """
 
-from locore.native.binding import load_cpu_library, selective_scan_cpu
-from locore.native.build import (
-    LIBRARY_ENV,
-    NativeLibraryError,
-    build_plugins,
-    built_libraries,
-    default_build_dir,
-    find_cpu_library,
-    find_nvcc,
-    plugins_source_dir,
-)
+# The package re-exports the public names that its modules declare in their __all__.
+from locore.native import binding, build
+from locore.native.binding import *  # noqa: F403
+from locore.native.build import *  # noqa: F403
 
-__all__ = [
-    "LIBRARY_ENV",
-    "NativeLibraryError",
-    "build_plugins",
-    "built_libraries",
-    "default_build_dir",
-    "find_cpu_library",
-    "find_nvcc",
-    "load_cpu_library",
-    "plugins_source_dir",
-    "selective_scan_cpu",
-]
+__all__ = sorted({*binding.__all__, *build.__all__})

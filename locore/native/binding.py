@@ -202,12 +202,7 @@ def selective_scan_cpu(
         array = arrays[tensor.name]
         pointers[tensor.field] = None if array is None else array.ctypes.data
     params = ScanParams(
-        batch=batch,
-        seqlen=length,
-        nheads=heads,
-        headdim=hdim,
-        ngroups=groups,
-        dstate=nstate,
+        **{name: sizes[dim] for name, dim in spec.PARAMS_DIMS},
         variant=_VARIANTS[variant],
         dtSoftplus=int(bool(dt_softplus)),
         reverse=int(bool(reverse)),

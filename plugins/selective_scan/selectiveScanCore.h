@@ -91,6 +91,34 @@ LOCORE_HD float finishOutput(float acc, float x, float d, bool hasZ, float z)
     return y;
 }
 
+/* ---- sizes of one call ------------------------------------------------------------------ */
+
+/* The sizes and flags of one call, read the same way by every back end:
+ *   const auto [L, H, P, G, N, rep, reverse, softplus] = scanDims(p); */
+struct ScanDims
+{
+    int64_t L;     /* seqlen */
+    int H;         /* nheads: heads (mamba2) or channels (mamba1) */
+    int P;         /* headdim: channels per head (1 for mamba1) */
+    int G;         /* ngroups */
+    int N;         /* dstate */
+    int rep;       /* heads (channels) per group: H / G */
+    bool reverse;  /* the recurrence runs from the last token to the first */
+    bool softplus; /* dt' = softplus(dt + dt_bias) */
+};
+
+LOCORE_HD ScanDims scanDims(const LocoreScanParams& p)
+{
+    return ScanDims{p.seqlen, p.nheads, p.headdim, p.ngroups, p.dstate, p.nheads / p.ngroups, p.reverse != 0,
+        p.dtSoftplus != 0};
+}
+
+/* Rows of one group: its (head, channel) pairs, (H / G) * P. */
+LOCORE_HD int rowsPerGroup(const LocoreScanParams& p)
+{
+    return p.nheads / p.ngroups * p.headdim;
+}
+
 /* ---- indexing (token-major layouts of DESIGN.md section 3) ------------------------------ */
 
 /* Token read at logical step tau (the recurrence visits tau = 0, 1, ..). */

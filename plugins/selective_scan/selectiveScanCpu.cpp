@@ -227,19 +227,12 @@ inline void stepBlock(float* state, int ld, int N, const float* bv, const float*
 template <typename T, int W, int kRows>
 LOCORE_ALWAYS_INLINE void runItemImpl(const LocoreScanParams& p, const WorkItem& item, Scratch& sc)
 {
-    const int64_t L = p.seqlen;
-    const int H = p.nheads;
-    const int P = p.headdim;
-    const int G = p.ngroups;
-    const int N = p.dstate;
-    const int rep = H / G;
+    const auto [L, H, P, G, N, rep, reverse, softplus] = scanDims(p);
     const int Q = chunkLength(p);
     const int rows = item.rowEnd - item.rowBegin;
     const int ld = (rows + kRows - 1) / kRows * kRows;
     const int hFirst = item.g * rep + item.rowBegin / P;
     const int nh = item.g * rep + (item.rowEnd - 1) / P - hFirst + 1;
-    const bool reverse = p.reverse != 0;
-    const bool softplus = p.dtSoftplus != 0;
     const bool mamba1 = p.variant == LOCORE_SCAN_MAMBA1;
 
     const T* x = static_cast<const T*>(p.x);
@@ -475,25 +468,24 @@ RunItemFn pickRunItem(bool half)
 
 std::vector<WorkItem> planItems(const LocoreScanParams& p, int threads)
 {
-    const int rep = p.nheads / p.ngroups;
-    const int rowsPerGroup = rep * p.headdim;
+    const int groupRows = rowsPerGroup(p);
     /* One head per item (mamba2) or 64 channels (mamba1) ... */
-    int tile = p.variant == LOCORE_SCAN_MAMBA1 ? std::min(rowsPerGroup, 64) : p.headdim;
+    int tile = p.variant == LOCORE_SCAN_MAMBA1 ? std::min(groupRows, 64) : p.headdim;
     /* ... split further while there are fewer items than 2 x threads (tiles stay >= 4 rows). */
     const int64_t groupsTotal = static_cast<int64_t>(p.batch) * p.ngroups;
-    while (tile > 4 && groupsTotal * ((rowsPerGroup + tile - 1) / tile) < 2LL * threads)
+    while (tile > 4 && groupsTotal * ((groupRows + tile - 1) / tile) < 2LL * threads)
     {
         tile = std::max(4, (tile / 2 + 3) / 4 * 4);
     }
     std::vector<WorkItem> items;
-    items.reserve(static_cast<size_t>(groupsTotal) * ((rowsPerGroup + tile - 1) / tile));
+    items.reserve(static_cast<size_t>(groupsTotal) * ((groupRows + tile - 1) / tile));
     for (int b = 0; b < p.batch; ++b)
     {
         for (int g = 0; g < p.ngroups; ++g)
         {
-            for (int r = 0; r < rowsPerGroup; r += tile)
+            for (int r = 0; r < groupRows; r += tile)
             {
-                items.push_back(WorkItem{b, g, r, std::min(r + tile, rowsPerGroup)});
+                items.push_back(WorkItem{b, g, r, std::min(r + tile, groupRows)});
             }
         }
     }

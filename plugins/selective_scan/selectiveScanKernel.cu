@@ -67,16 +67,9 @@ __global__ void __launch_bounds__(kThreads) selectiveScanKernel(LaunchArgs args)
 {
     extern __shared__ float smem[];
     const LocoreScanParams& p = args.p;
-    const int64_t L = p.seqlen;
-    const int H = p.nheads;
-    const int P = p.headdim;
-    const int G = p.ngroups;
-    const int N = p.dstate;
-    const int rep = H / G;
+    const auto [L, H, P, G, N, rep, reverse, softplus] = scanDims(p);
     const int R = args.rowsPerBlock;
     const int Q = args.chunk;
-    const bool reverse = p.reverse != 0;
-    const bool softplus = p.dtSoftplus != 0;
 
     const int tile = blockIdx.x % args.tilesPerGroup;
     const int g = (blockIdx.x / args.tilesPerGroup) % G;
@@ -287,7 +280,7 @@ int launchSelectiveScan(const LocoreScanParams& params, void* /*workspace*/, cud
 
     LaunchArgs args{};
     args.p = params;
-    args.rowsPerGroup = (params.nheads / params.ngroups) * params.headdim;
+    args.rowsPerGroup = rowsPerGroup(params);
     const int64_t groupsTotal = static_cast<int64_t>(params.batch) * params.ngroups;
 
     /* Rows per warp: as many as possible (more independent work per warp) while the grid still

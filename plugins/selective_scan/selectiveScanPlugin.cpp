@@ -44,30 +44,28 @@ constexpr char const* kVARIANT_NAMES[2]{"mamba2", "mamba1"};
 // Unknown extent: a runtime dimension (-1 in desc.dims) or a value the check does not constrain.
 constexpr int64_t kANY{-1};
 
-void logError(std::string const& message) noexcept
+//! Log `message`, prefixed with the plugin's name (unprefixed if that fails).
+void logMessage(ILogger::Severity severity, std::string const& message) noexcept
 {
     try
     {
         std::string const text = std::string{kSELECTIVE_SCAN_PLUGIN_NAME} + " plugin: " + message;
-        logPluginMessage(ILogger::Severity::kERROR, text.c_str());
+        logPluginMessage(severity, text.c_str());
     }
     catch (...)
     {
-        logPluginMessage(ILogger::Severity::kERROR, message.c_str());
+        logPluginMessage(severity, message.c_str());
     }
+}
+
+void logError(std::string const& message) noexcept
+{
+    logMessage(ILogger::Severity::kERROR, message);
 }
 
 void logWarning(std::string const& message) noexcept
 {
-    try
-    {
-        std::string const text = std::string{kSELECTIVE_SCAN_PLUGIN_NAME} + " plugin: " + message;
-        logPluginMessage(ILogger::Severity::kWARNING, text.c_str());
-    }
-    catch (...)
-    {
-        logPluginMessage(ILogger::Severity::kWARNING, message.c_str());
-    }
+    logMessage(ILogger::Severity::kWARNING, message);
 }
 
 char const* variantName(int32_t variant) noexcept
@@ -253,6 +251,51 @@ LocoreScanParams makeParams(SelectiveScanAttributes const& attributes) noexcept
     return params;
 }
 
+//! The sizes (validateShapes) and attributes of a call whose input shapes are dimsOf(in[i]);
+//! false, with `error` set, when a shape breaks the op contract.
+template <typename Desc, typename DimsOf>
+bool shapesToParams(SelectiveScanAttributes const& attributes, Desc const* in, int32_t nbInputs, DimsOf dimsOf,
+    LocoreScanParams& params, std::string& error)
+{
+    Dims dims[kSELECTIVE_SCAN_MAX_INPUTS]{};
+    for (int32_t i = 0; i < nbInputs && i < kSELECTIVE_SCAN_MAX_INPUTS; ++i)
+    {
+        dims[i] = dimsOf(in[i]);
+    }
+    params = makeParams(attributes);
+    return validateShapes(attributes, dims, nbInputs, params, error);
+}
+
+//! The shapes shapesToParams() reads: declared at build time (-1 for a runtime extent), the
+//! optimization profile's maximum, or the actual shapes at run time.
+Dims declaredDims(nvinfer1::DynamicPluginTensorDesc const& desc) noexcept
+{
+    return desc.desc.dims;
+}
+
+Dims maximumDims(nvinfer1::DynamicPluginTensorDesc const& desc) noexcept
+{
+    return desc.max;
+}
+
+Dims runtimeDims(nvinfer1::PluginTensorDesc const& desc) noexcept
+{
+    return desc.dims;
+}
+
+//! configurePlugin() and onShapeChange() (`where`) see 7 or 8 input descriptors and 1 output;
+//! false, logged, otherwise.
+bool checkIoCounts(char const* where, void const* in, int32_t nbInputs, void const* out, int32_t nbOutputs)
+{
+    if (in != nullptr && out != nullptr && nbOutputs == 1 && nbInputs >= 1 && nbInputs <= kSELECTIVE_SCAN_MAX_INPUTS)
+    {
+        return true;
+    }
+    logError(std::string{where} + ": expected 7 or 8 inputs and 1 output, got " + std::to_string(nbInputs)
+        + " inputs and " + std::to_string(nbOutputs) + " outputs");
+    return false;
+}
+
 //! Read a string field: kCHAR data of `length` bytes, NUL-terminated or not.
 bool readString(PluginField const& field, std::string& value)
 {
@@ -407,7 +450,7 @@ SelectiveScanPlugin::SelectiveScanPlugin(SelectiveScanAttributes const& attribut
 
 SelectiveScanPlugin::SelectiveScanPlugin(SelectiveScanPlugin const& other)
     : nvinfer1::IPluginV3(other)
-    , nvinfer1::IPluginV3OneCore(other)
+    , SelectiveScanIdentity<nvinfer1::IPluginV3OneCore>(other)
     , nvinfer1::IPluginV3OneBuild(other)
     , nvinfer1::IPluginV3OneRuntime(other)
     , mAttributes(other.mAttributes)
@@ -439,21 +482,6 @@ nvinfer1::IPluginV3* SelectiveScanPlugin::clone() noexcept
         logError(std::string{"clone failed: "} + e.what());
     }
     return nullptr;
-}
-
-char const* SelectiveScanPlugin::getPluginName() const noexcept
-{
-    return kSELECTIVE_SCAN_PLUGIN_NAME;
-}
-
-char const* SelectiveScanPlugin::getPluginVersion() const noexcept
-{
-    return kSELECTIVE_SCAN_PLUGIN_VERSION;
-}
-
-char const* SelectiveScanPlugin::getPluginNamespace() const noexcept
-{
-    return kSELECTIVE_SCAN_PLUGIN_NAMESPACE;
 }
 
 int32_t SelectiveScanPlugin::getNbOutputs() const noexcept
@@ -542,27 +570,18 @@ int32_t SelectiveScanPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc c
 {
     try
     {
-        if (in == nullptr || out == nullptr || nbOutputs != 1 || nbInputs < 1 || nbInputs > kSELECTIVE_SCAN_MAX_INPUTS)
+        if (!checkIoCounts("configurePlugin", in, nbInputs, out, nbOutputs))
         {
-            logError("configurePlugin: expected 7 or 8 inputs and 1 output, got " + std::to_string(nbInputs)
-                + " inputs and " + std::to_string(nbOutputs) + " outputs");
             return 1;
         }
-        Dims declared[kSELECTIVE_SCAN_MAX_INPUTS]{};
-        Dims maximum[kSELECTIVE_SCAN_MAX_INPUTS]{};
-        for (int32_t i = 0; i < nbInputs; ++i)
-        {
-            declared[i] = in[i].desc.dims;
-            maximum[i] = in[i].max;
-        }
-        LocoreScanParams params = makeParams(mAttributes);
+        LocoreScanParams params{};
         std::string error;
-        if (!validateShapes(mAttributes, declared, nbInputs, params, error))
+        if (!shapesToParams(mAttributes, in, nbInputs, declaredDims, params, error))
         {
             logError(error);
             return 1;
         }
-        if (!validateShapes(mAttributes, maximum, nbInputs, params, error))
+        if (!shapesToParams(mAttributes, in, nbInputs, maximumDims, params, error))
         {
             logError("in the optimization profile's maximum shapes: " + error);
             return 1;
@@ -587,14 +606,9 @@ size_t SelectiveScanPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc c
             return 0;
         }
         // The largest problem of the profile: a workspace that fits it fits every smaller one.
-        Dims maximum[kSELECTIVE_SCAN_MAX_INPUTS]{};
-        for (int32_t i = 0; i < nbInputs; ++i)
-        {
-            maximum[i] = inputs[i].max;
-        }
-        LocoreScanParams params = makeParams(mAttributes);
+        LocoreScanParams params{};
         std::string error;
-        if (!validateShapes(mAttributes, maximum, nbInputs, params, error)
+        if (!shapesToParams(mAttributes, inputs, nbInputs, maximumDims, params, error)
             || !toScanDType(inputs[kX].desc.type, params.dtype))
         {
             return 0; // configurePlugin() reports the problem
@@ -618,16 +632,12 @@ int32_t SelectiveScanPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in,
 {
     try
     {
-        if (in == nullptr || out == nullptr || nbOutputs != 1 || nbInputs < 1 || nbInputs > kSELECTIVE_SCAN_MAX_INPUTS)
+        if (!checkIoCounts("onShapeChange", in, nbInputs, out, nbOutputs))
         {
-            logError("onShapeChange: expected 7 or 8 inputs and 1 output, got " + std::to_string(nbInputs)
-                + " inputs and " + std::to_string(nbOutputs) + " outputs");
             return 1;
         }
-        Dims dims[kSELECTIVE_SCAN_MAX_INPUTS]{};
         for (int32_t i = 0; i < nbInputs; ++i)
         {
-            dims[i] = in[i].dims;
             if (in[i].type != in[kX].type)
             {
                 logError(
@@ -635,9 +645,9 @@ int32_t SelectiveScanPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in,
                 return 1;
             }
         }
-        LocoreScanParams params = makeParams(mAttributes);
+        LocoreScanParams params{};
         std::string error;
-        if (!validateShapes(mAttributes, dims, nbInputs, params, error))
+        if (!shapesToParams(mAttributes, in, nbInputs, runtimeDims, params, error))
         {
             logError(error);
             return 1;
@@ -665,14 +675,9 @@ int32_t SelectiveScanPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc
             logError("enqueue called before the plugin saw its input shapes (onShapeChange)");
             return LOCORE_SCAN_BAD_ARGUMENT;
         }
-        Dims dims[kSELECTIVE_SCAN_MAX_INPUTS]{};
-        for (int32_t i = 0; i < nbInputs; ++i)
-        {
-            dims[i] = inputDesc[i].dims;
-        }
-        LocoreScanParams params = makeParams(mAttributes);
+        LocoreScanParams params{};
         std::string error;
-        if (!validateShapes(mAttributes, dims, nbInputs, params, error))
+        if (!shapesToParams(mAttributes, inputDesc, nbInputs, runtimeDims, params, error))
         {
             logError(error);
             return LOCORE_SCAN_BAD_ARGUMENT;
@@ -753,21 +758,6 @@ SelectiveScanPluginCreator::SelectiveScanPluginCreator()
     mFieldNames.emplace_back("chunk_size", nullptr, PluginFieldType::kINT32, 1);
     mFieldCollection.nbFields = static_cast<int32_t>(mFieldNames.size());
     mFieldCollection.fields = mFieldNames.data();
-}
-
-char const* SelectiveScanPluginCreator::getPluginName() const noexcept
-{
-    return kSELECTIVE_SCAN_PLUGIN_NAME;
-}
-
-char const* SelectiveScanPluginCreator::getPluginVersion() const noexcept
-{
-    return kSELECTIVE_SCAN_PLUGIN_VERSION;
-}
-
-char const* SelectiveScanPluginCreator::getPluginNamespace() const noexcept
-{
-    return kSELECTIVE_SCAN_PLUGIN_NAMESPACE;
 }
 
 PluginFieldCollection const* SelectiveScanPluginCreator::getFieldNames() noexcept

@@ -42,10 +42,32 @@ struct SelectiveScanAttributes
 };
 
 //!
+//! \brief The name, version and namespace above, for each interface that reports them: the
+//! plugin's core capability (IPluginV3OneCore) and its creator (IPluginCreatorV3One).
+//!
+template <typename Interface>
+class SelectiveScanIdentity : public Interface
+{
+public:
+    char const* getPluginName() const noexcept override
+    {
+        return kSELECTIVE_SCAN_PLUGIN_NAME;
+    }
+    char const* getPluginVersion() const noexcept override
+    {
+        return kSELECTIVE_SCAN_PLUGIN_VERSION;
+    }
+    char const* getPluginNamespace() const noexcept override
+    {
+        return kSELECTIVE_SCAN_PLUGIN_NAMESPACE;
+    }
+};
+
+//!
 //! \brief The SelectiveScan plugin object: one class for the core, build and runtime capabilities.
 //!
 class SelectiveScanPlugin : public nvinfer1::IPluginV3,
-                            public nvinfer1::IPluginV3OneCore,
+                            public SelectiveScanIdentity<nvinfer1::IPluginV3OneCore>,
                             public nvinfer1::IPluginV3OneBuild,
                             public nvinfer1::IPluginV3OneRuntime
 {
@@ -59,10 +81,7 @@ public:
     nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
     nvinfer1::IPluginV3* clone() noexcept override;
 
-    // IPluginV3OneCore
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
+    // IPluginV3OneCore: name, version and namespace from SelectiveScanIdentity
 
     // IPluginV3OneBuild
     int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
@@ -105,15 +124,12 @@ private:
 //! \brief Creator of SelectiveScan plugins, for the build phase (fields from the ONNX node or the
 //! application) and the runtime phase (fields from getFieldsToSerialize()).
 //!
-class SelectiveScanPluginCreator : public nvinfer1::IPluginCreatorV3One
+class SelectiveScanPluginCreator : public SelectiveScanIdentity<nvinfer1::IPluginCreatorV3One>
 {
 public:
     SelectiveScanPluginCreator();
     ~SelectiveScanPluginCreator() override = default;
 
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
     nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;
     nvinfer1::IPluginV3* createPlugin(
         char const* name, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase phase) noexcept override;

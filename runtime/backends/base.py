@@ -32,11 +32,11 @@ import logging
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
+from locore.closing import Closing
 from locore.config import (
     BATCH_DIM,
     GALLERY_DESC,
@@ -58,8 +58,6 @@ REQUIRED_INPUTS = (QUERY_DESC, QUERY_MASK, GALLERY_DESC, GALLERY_MASK)
 REQUIRED_OUTPUTS = (SCORES,)
 FLOAT_DTYPES = ("float32", "float16")
 
-_R = TypeVar("_R", bound="Runner")
-
 
 class FeedError(ValueError):
     """The arrays given to :meth:`Runner.infer` do not match the model's inputs."""
@@ -70,12 +68,13 @@ def format_shape(shape: tuple[int | str, ...] | tuple[int, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-class Runner(abc.ABC):
+class Runner(Closing, abc.ABC):
     """One loaded model of any kind: named, typed inputs and outputs, and ``infer``.
 
     Subclasses set ``self.path`` (the model file) and ``self.metadata`` (the file's custom
     metadata, ``{}`` if none) and implement :meth:`input_specs`, :meth:`output_specs` and
-    :meth:`_run`. Specs carry concrete dtypes (``float32``/``float16``/``bool``/``int64``...),
+    :meth:`_run`; one that holds an engine or buffers frees them in ``close()`` (``with runner:``
+    calls it). Specs carry concrete dtypes (``float32``/``float16``/``bool``/``int64``...),
     never the contract's ``"float"`` placeholder. ``kind`` names the engine kind
     (``"onnxruntime"``, ``"pluginref"``...); an instance may override the class default.
     """
@@ -96,9 +95,6 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model on feeds already checked by :meth:`check_feeds`; every output."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook, most runners have nothing to free
-        """Free the engine and its buffers."""
 
     @property
     def max_shapes(self) -> Mapping[str, tuple[int, ...]] | None:
@@ -233,17 +229,6 @@ class Runner(abc.ABC):
         """Run the model: ``feeds`` keyed by input name -> every output keyed by output name."""
         self.check_feeds(feeds)
         return self._run(feeds)
-
-    def __enter__(self: _R) -> _R:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class Backend(Runner):

@@ -18,7 +18,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from locore.runtime.demo.split_files import DemoFiles, load_keypoints, prepare_s
 from locore.runtime.global_descriptors import read_global_descriptors
 from locore.runtime.metrics import compute_map
 from locore.runtime.shortlist import read_shortlist, search_shortlist
+from locore.runtime.sliding_windows import RerankParams
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,7 @@ def run_demo(
     *,
     split: str = "test",
     shortlist_k: int = 100,
-    window: int = 100,
-    stride: int = 50,
-    order: str | None = None,
-    alpha: float | None = None,
-    temperature: float | None = None,
+    params: RerankParams | None = None,
     ransac: bool = True,
     picture: str | Path | None = None,
     max_queries: int | None = None,
@@ -141,26 +138,20 @@ def run_demo(
 ) -> DemoReport:
     """Run the demo on ``split`` with the ONNX model ``model`` and return its report.
 
-    ``order`` (of the windows), ``alpha`` / ``temperature`` (fusion weight and logit
-    temperature): None = LOCORE's (end-to-start, 0.5 / 0.1,
-    :class:`locore.runtime.sliding_windows.RerankParams`' defaults). ``picture``:
+    ``params``: window, stride, order and fusion (default: LOCORE's,
+    :class:`~locore.runtime.sliding_windows.RerankParams`); its ``topk`` is replaced by
+    ``shortlist_k``: the whole shortlist is re-ranked. ``picture``:
     where to write the before/after PNG (None: no picture). ``max_queries``: score only the
     first queries. ``threads``: ONNX Runtime intra-op threads.
     """
     from locore.runtime.backends import create_backend
-    from locore.runtime.sliding_windows import Reranker, RerankParams
+    from locore.runtime.sliding_windows import Reranker
 
     onnx_path = _onnx_file(model)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     files = prepare_split(split, cache, shortlist_k=shortlist_k, progress=progress)
     demo = files.split
-    fusion = {"order": order, "alpha": alpha, "temperature": temperature}
-    params = RerankParams(
-        window=window,
-        topk=shortlist_k,
-        stride=stride,
-        **{k: v for k, v in fusion.items() if v is not None},
-    )
+    params = replace(params or RerankParams(), topk=shortlist_k)
 
     shortlist = read_shortlist(files.shortlist)
     nq = shortlist.num_queries if max_queries is None else min(max_queries, shortlist.num_queries)

