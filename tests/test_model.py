@@ -217,3 +217,18 @@ def test_corrupt_or_mismatched_checkpoint_errors(tiny, tmp_path):
     (ckpt / "model.safetensors").write_bytes(b"\x80\x04\x95" + b"\x00" * 64)
     with pytest.raises(CheckpointError):
         load_checkpoint(ckpt)
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "max"])
+def test_fully_padded_image_scores_zero(aggregation):
+    """An image without one valid descriptor has no descriptor logit to aggregate: its score is
+    0 (documented; not -inf, not NaN), and the other images' scores do not depend on it."""
+    torch.manual_seed(0)
+    cfg = LocoreConfig.preset("tiny", num_desc=6, desc_dim=16, aggregation=aggregation)
+    model = LocoreReranker(cfg).eval()
+    inp = _inputs(cfg, 2, 3, seed=9)
+    inp["gallery_mask"][:, 1] = False
+    with torch.no_grad():
+        scores = model(**inp)
+    assert torch.isfinite(scores).all(), scores
+    torch.testing.assert_close(scores[:, 1], torch.zeros(2), rtol=0, atol=0)

@@ -209,3 +209,16 @@ def test_bad_scorer_output_is_reported() -> None:
         sliding_window_rerank(ids, sims, lambda w: np.full(len(w), np.nan), params)
     with pytest.raises(ValueError, match="must both be \\[K\\]"):
         sliding_window_rerank(ids, sims[:5], lambda w: np.zeros(len(w)), params)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_equal_fused_scores_keep_the_current_order(order: str) -> None:
+    """Ties keep the shortlist's order (a stable re-sort): with constant logits and equal
+    similarities every fused score is equal, so nothing may move."""
+    ranking = np.array([7, 3, 9, 1, 4, 8, 2, 6, 0, 5])
+    sims = np.full(len(ranking), 0.25)
+    params = RerankParams(window=4, topk=10, stride=2, order=order)
+    ids, scores = sliding_window_rerank(ranking, sims, lambda w: np.zeros(len(w)), params)
+    np.testing.assert_array_equal(ids, ranking)
+    # alpha * sim + (1 - alpha) * sigmoid(0) = 0.5 * 0.25 + 0.5 * 0.5, by hand
+    np.testing.assert_allclose(scores, 0.375)

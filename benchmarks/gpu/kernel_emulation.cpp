@@ -6,6 +6,15 @@
  * no z, L = 0 and 1, and bad arguments. Built and run by kernel_emulation.sh (.ci/native).
  * Same arithmetic on both sides, so the tolerance is tight: 1e-5 of the output scale (fp32),
  * one fp16 ulp of it (fp16).
+ *
+ * Since both sides share selectiveScanCore.h, mamba2 cases are also checked against an
+ * independent float64 loop of DESIGN.md section 3 written here (referenceMamba2, not using the
+ * shared header; it decodes fp16 inputs itself). Tolerance, per output element, for an FP32
+ * state (u32 = 2^-24) and an output rounded once to the I/O dtype (u_io = 2^-11 for fp16, 0
+ * for fp32): each step commits a few (<= 5, with softplus) roundings to each state entry, and
+ * earlier errors decay with the state, so the state error is <= 5 L u32 max|S|; y = S C + D x
+ * sums N + 1 products; hence |y - y64| <= u_io |y64| + (5 L + N + 1) u32 mag, where
+ * mag = max over t of (sum_n |S_t C_t| + |D x_t|) |silu(z_t)|, from the float64 loop.
  */
 #include "cuda_runtime_api.h"
 #include "scanCase.h"
@@ -63,6 +72,94 @@ float valueAt(const std::vector<uint8_t>& t, size_t i, int dtype)
     return f;
 }
 
+/* Decode an IEEE binary16 value exactly (independent of selectiveScanCore.h). */
+double halfToDouble(uint16_t h)
+{
+    const int sign = (h >> 15) & 1, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
+    double v;
+    if (exponent == 0)
+    {
+        v = std::ldexp(static_cast<double>(mantissa), -24);
+    }
+    else if (exponent == 31)
+    {
+        v = mantissa ? NAN : INFINITY;
+    }
+    else
+    {
+        v = std::ldexp(static_cast<double>(mantissa + 1024), exponent - 25);
+    }
+    return sign ? -v : v;
+}
+
+double value64(const std::vector<uint8_t>& t, size_t i, int dtype)
+{
+    if (dtype == LOCORE_SCAN_FLOAT16)
+    {
+        uint16_t h;
+        std::memcpy(&h, t.data() + 2 * i, 2);
+        return halfToDouble(h);
+    }
+    float f;
+    std::memcpy(&f, t.data() + 4 * i, 4);
+    return f;
+}
+
+/* DESIGN.md section 3, variant mamba2, one token at a time in float64. Returns y [B, L, H, P]
+ * and sets mag (see the file comment). */
+std::vector<double> referenceMamba2(const Case& c, const std::vector<uint8_t>& x, const std::vector<uint8_t>& dtv,
+    const std::vector<uint8_t>& A, const std::vector<uint8_t>& B, const std::vector<uint8_t>& C,
+    const std::vector<uint8_t>& D, const std::vector<uint8_t>& bias, const std::vector<uint8_t>& z, double& mag)
+{
+    const int L = c.seqlen, H = c.heads, P = c.headdim, G = c.groups, N = c.dstate, dt = c.dtype;
+    std::vector<double> y(static_cast<size_t>(c.batch) * L * H * P, 0.0);
+    mag = 0;
+    for (int b = 0; b < c.batch; ++b)
+    {
+        for (int h = 0; h < H; ++h)
+        {
+            const int g = h / (H / G);
+            std::vector<double> S(static_cast<size_t>(P) * N, 0.0);
+            for (int step = 0; step < L; ++step)
+            {
+                const int t = c.reverse ? L - 1 - step : step;
+                const size_t bt = static_cast<size_t>(b) * L + t;
+                double d = value64(dtv, bt * H + h, dt);
+                if (c.softplus)
+                {
+                    d += value64(bias, h, dt);
+                    d = d > 30 ? d : std::log1p(std::exp(d));
+                }
+                const double decay = std::exp(d * value64(A, h, dt));
+                for (int p = 0; p < P; ++p)
+                {
+                    const size_t xi = (bt * H + h) * P + p;
+                    const double xv = value64(x, xi, dt);
+                    double acc = 0, accAbs = 0;
+                    for (int n = 0; n < N; ++n)
+                    {
+                        const size_t bi = (bt * G + g) * N + n;
+                        double& s = S[static_cast<size_t>(p) * N + n];
+                        s = decay * s + d * xv * value64(B, bi, dt);
+                        acc += s * value64(C, bi, dt);
+                        accAbs += std::fabs(s * value64(C, bi, dt));
+                    }
+                    const double skip = c.withD ? value64(D, h, dt) * xv : 0.0;
+                    double gate = 1.0;
+                    if (c.gated)
+                    {
+                        const double zv = value64(z, xi, dt);
+                        gate = zv / (1.0 + std::exp(-zv));
+                    }
+                    y[xi] = (acc + skip) * gate;
+                    mag = std::max(mag, (accAbs + std::fabs(skip)) * std::fabs(gate));
+                }
+            }
+        }
+    }
+    return y;
+}
+
 bool runCase(const Case& c, uint32_t seed)
 {
     std::mt19937 rng(seed);
@@ -114,8 +211,25 @@ bool runCase(const Case& c, uint32_t seed)
         const double e = std::fabs(static_cast<double>(valueAt(yEmu, i, dt)) - valueAt(yCpu, i, dt)) / scale;
         worst = std::isnan(e) ? 1e30 : std::max(worst, e);
     }
-    const bool ok = worst <= tol;
+    bool ok = worst <= tol;
     std::printf("%s %-40s max |err|/scale %.2e\n", ok ? "ok  " : "FAIL", c.name, worst);
+    if (c.variant == LOCORE_SCAN_MAMBA2)
+    {
+        double mag = 0;
+        const std::vector<double> ref = referenceMamba2(c, x, dtv, A, B, C, D, bias, z, mag);
+        const double uio = dt == LOCORE_SCAN_FLOAT16 ? std::ldexp(1.0, -11) : 0.0;
+        const double fp32Part = (5.0 * c.seqlen + c.dstate + 1) * std::ldexp(1.0, -24) * mag;
+        double worstRatio = 0;
+        for (size_t i = 0; i < xn; ++i)
+        {
+            const double e = std::fabs(value64(yEmu, i, dt) - ref[i]);
+            const double bound = uio * std::fabs(ref[i]) + fp32Part;
+            worstRatio = std::isnan(e) ? 1e30 : std::max(worstRatio, e / bound);
+        }
+        const bool refOk = worstRatio <= 1.0;
+        std::printf("%s %-40s vs float64 loop: max |err|/bound %.2f\n", refOk ? "ok  " : "FAIL", c.name, worstRatio);
+        ok = ok && refOk;
+    }
     return ok;
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import threading
 from typing import Any
 
@@ -18,8 +19,10 @@ from locore import scan_spec as spec
 from locore.native.build import (
     BUILD_HINT,
     CPU_TARGET,
+    LIBRARY_ENV,
     NativeLibraryError,
     build_plugins,
+    ensure_current,
     find_cpu_library,
     library_filename,
     searched_locations,
@@ -57,6 +60,10 @@ def load_cpu_library(build: bool = True) -> ctypes.CDLL:
         if _lib is not None:
             return _lib
         path = find_cpu_library()
+        if path is not None and not os.environ.get(LIBRARY_ENV):
+            # A library found in a build folder must be current with the sources it was built
+            # from (rebuilt here when possible); one named by $LOCORE_SCAN_LIB is used as is.
+            path = ensure_current(path)
         if path is None:
             if not build:
                 raise NativeLibraryError(

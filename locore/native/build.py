@@ -26,11 +26,13 @@ __all__ = [
     "build_plugins",
     "built_libraries",
     "default_build_dir",
+    "ensure_current",
     "find_cpu_library",
     "find_nvcc",
     "library_filename",
     "plugins_source_dir",
     "searched_locations",
+    "stale_sources",
 ]
 
 log = logging.getLogger(__name__)
@@ -271,3 +273,82 @@ def built_libraries(build_dir: str | os.PathLike[str]) -> list[Path]:
     return [
         p for p in sorted(Path(build_dir).glob("*locore*")) if p.is_file() and p.suffix in suffixes
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# staleness: a library built before its sources last changed
+
+_SOURCE_SUFFIXES = (".h", ".hpp", ".cpp", ".cc", ".cxx", ".inc")
+
+
+def _cpu_library_sources(source_dir: Path) -> list[Path]:
+    """What the CPU library is built from: CMakeLists.txt files and the C++ sources and headers
+    under ``selective_scan/`` and ``common/`` of ``source_dir`` (the ``plugins/`` folder)."""
+    found = [p for p in source_dir.glob("**/CMakeLists.txt") if p.is_file()]
+    for sub in ("selective_scan", "common"):
+        found += [
+            p for p in (source_dir / sub).rglob("*") if p.is_file() and p.suffix in _SOURCE_SUFFIXES
+        ]
+    return found
+
+
+def stale_sources(library: str | os.PathLike[str], source_dir: Path | None = None) -> list[Path]:
+    """Sources of the CPU library modified after ``library`` was built, newest first (empty when
+    it is current, or when no sources are found, as for a library given by path alone)."""
+    if source_dir is None:
+        try:
+            source_dir = plugins_source_dir()
+        except FileNotFoundError:
+            return []
+    built = Path(library).stat().st_mtime
+    newer = [p for p in _cpu_library_sources(source_dir) if p.stat().st_mtime > built]
+    return sorted(newer, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def _find_cmake() -> str | None:
+    return shutil.which("cmake")
+
+
+def _rebuild_cpu_library(build_dir: Path) -> None:
+    """Rebuild the CPU target in ``build_dir`` (configured: ``cmake --build``, which re-runs the
+    configure step itself when a CMakeLists.txt changed; else a fresh CPU-only build)."""
+    cmake = _find_cmake()
+    if cmake is not None and (build_dir / "CMakeCache.txt").is_file():
+        _run_logged([cmake, "--build", str(build_dir), "--target", CPU_TARGET], "CMake build")
+    else:
+        build_plugins(build_dir, cuda=False, targets=[CPU_TARGET])
+
+
+def ensure_current(library: str | os.PathLike[str], source_dir: Path | None = None) -> Path:
+    """``library`` itself when no source under ``plugins/`` changed since it was built; else
+    rebuild it in place (when its build folder is writable and CMake is on PATH) or raise
+    :class:`NativeLibraryError` naming the stale library, the changed file and the command."""
+    path = Path(library)
+    stale = stale_sources(path, source_dir)
+    if not stale:
+        return path
+    build_dir = path.parent
+    if _find_cmake() is not None and os.access(build_dir, os.W_OK):
+        log.info("%s is older than %s: rebuilding it", path, stale[0])
+        try:
+            _rebuild_cpu_library(build_dir)
+        except (NativeLibraryError, FileNotFoundError) as exc:
+            raise NativeLibraryError(
+                f"{path} is older than its source {stale[0]} and rebuilding it failed: {exc}"
+            ) from exc
+        if not path.is_file():
+            raise NativeLibraryError(
+                f"the rebuild finished but {path} does not exist; {BUILD_HINT}"
+            )
+        if stale_sources(path, source_dir):
+            # CMake had nothing to rebuild (the change does not reach this library): mark the
+            # library current so that the next load does not rebuild again.
+            os.utime(path)
+        return path
+    why = "CMake is not on PATH" if _find_cmake() is None else f"{build_dir} is not writable"
+    raise NativeLibraryError(
+        f"{path} is stale: {stale[0]} changed after it was built ({len(stale)} source file(s) "
+        f"newer), and it cannot be rebuilt here ({why}); rebuild it with `locore build-plugins` "
+        f"(or `cmake --build {build_dir} --target {CPU_TARGET}`), or set {LIBRARY_ENV} to use a "
+        "library as it is"
+    )
