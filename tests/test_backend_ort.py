@@ -555,6 +555,7 @@ def _export_available() -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 @pytest.mark.skipif(not _export_available(), reason="locore.export needs torch and onnx")
 def test_exported_model_end_to_end(model_dir: Path, feats: LocalFeatures) -> None:
     """The real LOCORE-Mamba model, exported with the portable flavor, through the runtime."""

@@ -99,6 +99,7 @@ def test_plugin_graph_contract(plugin):
     assert ("locore", 1) in [(o.domain, o.version) for o in proto.opset_import]
 
 
+@pytest.mark.slow
 def test_cli_export_and_config_mismatch(tiny_model, tmp_path, capsys):
     ckpt = save_checkpoint(tiny_model, tmp_path / "ckpt")
     out = tmp_path / "m.onnx"
@@ -127,6 +128,7 @@ def test_cli_export_and_config_mismatch(tiny_model, tmp_path, capsys):
     assert meta["config"]["d_state"] == 16
 
 
+@pytest.mark.slow
 def test_short_sequences_keep_gallery_dynamic(tmp_path):
     """Few descriptors per image: a window of G images can be shorter than one chunk. The graph
     must still accept every G (torch.export freezes sizes that are 1 in the example)."""

@@ -35,6 +35,8 @@ from locore.runtime.backends.pluginref import (  # noqa: E402  (after the skip)
     rewrite_scan_nodes,
 )
 
+pytestmark = pytest.mark.slow  # exports the shipped model in both flavors (~30 s)
+
 SHIPPED = Path(__file__).resolve().parents[1] / "locore" / "assets" / "demo-tiny"
 TOLERANCE = 1e-5
 CHUNK = 64
