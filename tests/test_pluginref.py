@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -23,6 +22,7 @@ import pytest
 import torch
 
 from locore import scan_spec
+from locore.checkpoint_format import shipped_model_dir
 from locore.export import example_inputs
 from locore.model import load_checkpoint
 
@@ -37,7 +37,7 @@ from locore.runtime.backends.pluginref import (  # noqa: E402  (after the skip)
 
 pytestmark = pytest.mark.slow  # exports the shipped model in both flavors (~30 s)
 
-SHIPPED = Path(__file__).resolve().parents[1] / "locore" / "assets" / "demo-tiny"
+SHIPPED = shipped_model_dir()
 TOLERANCE = 1e-5
 CHUNK = 64
 

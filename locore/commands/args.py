@@ -82,27 +82,23 @@ def rerank_params(
     )
 
 
-def add_backend_arguments(
-    parser: argparse.ArgumentParser, *, with_kind: bool = True, with_device: bool = True
-) -> None:
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     """--backend --device --threads."""
-    group = parser.add_argument_group("engine")
-    if with_kind:
-        from locore.runtime.backends import BACKEND_KINDS
+    from locore.runtime.backends import BACKEND_KINDS
 
-        group.add_argument(
-            "--backend",
-            choices=BACKEND_KINDS,
-            default="auto",
-            help="inference backend (default: by the model's file suffix)",
-        )
-    if with_device:
-        group.add_argument(
-            "--device",
-            choices=sorted(DEVICES),
-            default="cpu",
-            help="ONNX Runtime device (default %(default)s; cuda needs onnxruntime-gpu)",
-        )
+    group = parser.add_argument_group("engine")
+    group.add_argument(
+        "--backend",
+        choices=BACKEND_KINDS,
+        default="auto",
+        help="inference backend (default: by the model's file suffix)",
+    )
+    group.add_argument(
+        "--device",
+        choices=sorted(DEVICES),
+        default="cpu",
+        help="ONNX Runtime device (default %(default)s; cuda needs onnxruntime-gpu)",
+    )
     group.add_argument(
         "--threads",
         type=int,
@@ -113,9 +109,9 @@ def add_backend_arguments(
 
 def backend_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword options of :func:`locore.runtime.backends.create_backend` from the engine group."""
-    if getattr(args, "backend", "auto") == "tensorrt":
+    if args.backend == "tensorrt":
         return {}
-    return {"providers": DEVICES[getattr(args, "device", "cpu")], "threads": args.threads}
+    return {"providers": DEVICES[args.device], "threads": args.threads}
 
 
 def add_progress_argument(parser: argparse.ArgumentParser) -> None:
