@@ -1,4 +1,4 @@
-"""torch -> ONNX for the LOCORE-Mamba re-ranker, in two flavors (DESIGN.md §4).
+"""torch -> ONNX for the LOCORE-Mamba re-ranker, in two flavors (docs/design.md §4).
 
 - ``portable``: the mamba2 scan in standard ONNX ops (chunked SSD: CumSum, Exp, MatMul; no
   Loop/Scan, no unrolling over L). Runs in any ONNX Runtime and in TensorRT without plugins.
@@ -37,6 +37,7 @@ from locore.config import (
     LocoreConfig,
     graph_io,
 )
+from locore.errors import UsageError
 from locore.fileio import atomic_path
 from locore.model import LocoreReranker, load_checkpoint
 from locore.model.mamba import ScanFn
@@ -182,8 +183,7 @@ def export_onnx(
 
     if flavor not in FLAVORS:
         raise ExportError(f"flavor must be one of {FLAVORS}, got {flavor!r}")
-    if opset < 17:
-        raise ExportError(f"opset {opset} is too old; use 17 or newer (default {DEFAULT_OPSET})")
+    check_export_options(opset, max_gallery)
     net = _resolve_model(model, config)
     cfg = net.config
     gio = graph_io(cfg, with_scales=with_scales, with_token_logits=with_token_logits)
@@ -240,6 +240,27 @@ def export_onnx(
         onnx.save_model(proto, str(tmp))
     log.info("wrote %s (%s)", output, ", ".join(f"{k}x{v}" for k, v in sorted(counts.items())))
     return ExportResult(output, flavor, cfg, gio, counts)
+
+
+MIN_OPSET = 17
+
+
+def check_export_options(opset: object, max_gallery: object) -> None:
+    """Raise :class:`~locore.errors.UsageError` unless ``opset`` is an ONNX opset this exporter
+    writes (17 .. the installed onnx's newest) and ``max_gallery`` a positive gallery count."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise UsageError(
+            f"opset must be an integer from {MIN_OPSET} to {newest} (the installed onnx's newest), "
+            f"got {opset!r}; omit it for the default {DEFAULT_OPSET}"
+        )
+    if isinstance(max_gallery, bool) or not isinstance(max_gallery, int) or max_gallery < 1:
+        raise UsageError(
+            f"max_gallery (the largest gallery count G the exported graph accepts) must be a "
+            f"positive integer, got {max_gallery!r}; the default is {DEFAULT_MAX_GALLERY}"
+        )
 
 
 def op_counts(proto: Any) -> dict[str, int]:
@@ -319,6 +340,8 @@ def cached_export(checkpoint: str | Path, cache_dir: str | Path, flavor: str = "
 
 __all__ = [
     "DEFAULT_OPSET",
+    "MIN_OPSET",
+    "check_export_options",
     "cached_export",
     "FLAVORS",
     "SCORES",

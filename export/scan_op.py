@@ -4,7 +4,8 @@ The plugin flavor of the ONNX export swaps the model's scan for :func:`plugin_sc
 computes :func:`~locore.model.selective_scan_chunked`, and the exporter's translation table turns
 each call into a single node whose domain, op type, input order and attributes are those of
 :mod:`locore.scan_spec` (D and dt_bias are zeros when the model has none, so the node always has
-7 inputs, or 8 with the gate z).
+7 inputs, or 8 with the gate z). Plugin version 2: A, D and dt_bias enter the node in float32
+whatever x's dtype (``scan_spec.WEIGHT_INPUTS``); the other inputs are cast to x's dtype.
 """
 
 from __future__ import annotations
@@ -60,9 +61,10 @@ def plugin_scan(args: ScanArgs) -> Tensor:
         raise NotImplementedError("the plugin flavor exports the mamba2 variant")
     x = args.x
     heads = x.shape[2]
-    D = args.D if args.D is not None else x.new_zeros(heads)
-    dt_bias = args.dt_bias if args.dt_bias is not None else x.new_zeros(heads)
-    D, dt_bias, A = D.to(x.dtype), dt_bias.to(x.dtype), args.A.to(x.dtype)
+    f32 = torch.float32  # plugin version 2: the weights stay FP32 whatever x's dtype
+    D = args.D if args.D is not None else x.new_zeros(heads, dtype=f32)
+    dt_bias = args.dt_bias if args.dt_bias is not None else x.new_zeros(heads, dtype=f32)
+    D, dt_bias, A = D.to(f32), dt_bias.to(f32), args.A.to(f32)
     z = None if args.z is None else args.z.to(x.dtype)
     return _selective_scan_op(
         x, args.dt.to(x.dtype), A, args.B.to(x.dtype), args.C.to(x.dtype), D, dt_bias, z,
@@ -78,14 +80,19 @@ def register_onnx_schema() -> None:
 
     if onnx.defs.has(spec.OP_TYPE, spec.DOMAIN):
         return
-    if not all(t.same_dtype_as_x for t in spec.INPUTS):  # pragma: no cover - a future version
-        raise NotImplementedError("the schema below gives every input the dtype T of x")
     fp = OpSchema.FormalParameter
     optional = OpSchema.FormalParameterOption.Optional
-    inputs = [
-        fp(t.name, "T", param_option=optional) if t.optional else fp(t.name, "T")
-        for t in spec.INPUTS
-    ]
+    weight_types = {d for t in spec.INPUTS if not t.same_dtype_as_x for d in t.dtypes}
+    if weight_types != {"float32"}:  # pragma: no cover - a future version
+        raise NotImplementedError(
+            f"the schema below types the weights W = float, got {weight_types}"
+        )
+
+    def formal(t: spec.ScanTensor) -> OpSchema.FormalParameter:
+        kind = "T" if t.same_dtype_as_x else "W"
+        return fp(t.name, kind, param_option=optional) if t.optional else fp(t.name, kind)
+
+    inputs = [formal(t) for t in spec.INPUTS]
     attr_types = {"string": OpSchema.AttrType.STRING, "int": OpSchema.AttrType.INT}
     attributes = [
         OpSchema.Attribute(a.name, attr_types[a.type], a.description, required=a.required)
@@ -95,11 +102,12 @@ def register_onnx_schema() -> None:
         spec.OP_TYPE,
         spec.DOMAIN,
         spec.OPSET_VERSION,
-        "Selective state-space scan (DESIGN.md section 3); y has the shape and type of x.",
+        "Selective state-space scan (docs/design.md section 3); y has the shape and type of x.",
         inputs=inputs,
         outputs=[fp(spec.OUTPUT.name, "T")],
         type_constraints=[
-            ("T", [_ONNX_TYPES[d] for d in spec.IO_DTYPES], "the I/O dtype, that of x")
+            ("T", [_ONNX_TYPES[d] for d in spec.IO_DTYPES], "the I/O dtype, that of x"),
+            ("W", [_ONNX_TYPES["float32"]], "A, D and dt_bias: float32 (plugin version 2)"),
         ],
         attributes=attributes,
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
         )
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a locore-edge checkpoint config (format != {FORMAT})")
@@ -78,7 +79,7 @@ def read_checkpoint_config(directory: str | Path) -> tuple[LocoreConfig, dict[st
     meta = read_checkpoint_meta(directory)
     try:
         config = LocoreConfig.from_dict(meta.get("config"))  # type: ignore[arg-type]
-    except ConfigError as exc:
+    except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"{Path(directory) / CONFIG_FILE}: {exc}") from exc
     return config, dict(meta["extra"])
 
@@ -107,8 +108,32 @@ def update_checkpoint_extra(directory: str | Path, key: str, value: Any) -> Path
 
 def checkpoint_fusion(directory: str | Path) -> dict[str, float]:
     """The tuned fusion parameters a checkpoint records (``{}`` when it records none)."""
+    path = Path(directory) / CONFIG_FILE
     fusion = read_checkpoint_meta(directory)["extra"].get(FUSION_KEY) or {}
-    return {k: float(fusion[k]) for k in ("alpha", "temperature") if k in fusion}
+    if not isinstance(fusion, dict):
+        raise CheckpointError(
+            f"{path}: extra.{FUSION_KEY} must be a JSON object with alpha and temperature, got "
+            f"{fusion!r}"
+        )
+    out: dict[str, float] = {}
+    for key in ("alpha", "temperature"):
+        if key not in fusion:
+            continue
+        value = fusion[key]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise CheckpointError(
+                f"{path}: extra.{FUSION_KEY}.{key} must be a finite number, got {value!r}"
+            )
+        out[key] = float(value)
+    if not 0.0 <= out.get("alpha", 0.5) <= 1.0 or out.get("temperature", 1.0) <= 0.0:
+        raise CheckpointError(
+            f"{path}: extra.{FUSION_KEY} must have alpha in [0, 1] and temperature > 0, got {out}"
+        )
+    return out
 
 
 def checkpoint_digest(directory: str | Path) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -65,7 +67,7 @@ class JsonConfig:
     def from_json(cls: type[_C], text: str) -> _C:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise cls.error(f"{cls.__name__} is not valid JSON: {exc}") from exc
         return cls.from_dict(data)
 
@@ -128,6 +130,23 @@ class LocoreConfig(JsonConfig):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
+        for name, kinds in (
+            ("use_global", (bool,)),
+            ("match_features", (bool,)),
+            ("aggregation", (str,)),
+            ("name", (str,)),
+            ("extra", (dict,)),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, kinds):
+                raise ConfigError(
+                    f"{name} must be a {kinds[0].__name__}, got {value!r} ({type(value).__name__})"
+                )
+        if isinstance(self.global_dim, bool) or not isinstance(self.global_dim, int):
+            raise ConfigError(f"global_dim must be an integer, got {self.global_dim!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float):
+            raise ConfigError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+
         for name in ("desc_dim", "num_desc", "num_scales", "d_model", "n_layers", "n_heads"):
             positive(name)
         for name in ("expand", "d_state", "n_groups", "chunk_size", "match_bins"):
@@ -163,12 +182,81 @@ class LocoreConfig(JsonConfig):
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> LocoreConfig:
+        """The preset ``name`` with ``overrides`` (config keys; :class:`ConfigError` naming an
+        unknown key and listing the valid ones)."""
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         data = dict(PRESETS[name])
         data["name"] = name
+        _check_keys(cls, overrides, "model config override")
         data.update(overrides)
         return cls(**data)
+
+
+def _check_keys(cls: type, data: dict[str, Any], what: str) -> None:
+    known = sorted(f.name for f in dataclasses.fields(cls))
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown {what} key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; valid "
+            f"keys are {', '.join(known)}"
+        )
+
+
+def parse_overrides(items: Sequence[str], cls: type[JsonConfig] | None = None) -> dict[str, Any]:
+    """``["d_model=128", "aggregation=max", ...]`` (the CLI's ``--set KEY=VALUE``) as a dict of
+    :class:`LocoreConfig` (or ``cls``) fields, each value typed as its field.
+
+    A value is read as JSON (``128``, ``0.1``, ``true``, ``{"a": 1}``), else taken as a string
+    (``aggregation=max``). Raises :class:`ConfigError` for an item without ``=``, an unknown key
+    (listing the valid keys) or a value of the wrong type (``d_model=abc``: "d_model must be an
+    integer, got 'abc'"); ``bool`` is not an integer and an integer field never takes 2.5.
+    Ranges are checked when the config is built.
+    """
+    target = cls or LocoreConfig
+    fields = {f.name: f for f in dataclasses.fields(target)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(target)
+    out: dict[str, Any] = {}
+    for item in items:
+        if not isinstance(item, str) or "=" not in item:
+            raise ConfigError(f"a config override must be KEY=VALUE, got {item!r}")
+        key, _, text = item.partition("=")
+        key = key.strip()
+        if key not in fields:
+            _check_keys(target, {key: None}, "config")
+        try:
+            value: Any = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        out[key] = _typed(key, value, hints.get(key), text)
+    return out
+
+
+def _typed(key: str, value: Any, hint: Any, text: str) -> Any:
+    """``value`` if it has the type ``hint`` asks for (ints are accepted for floats)."""
+    if hint is bool:
+        ok = isinstance(value, bool)
+        want = "true or false"
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        want = "an integer"
+    elif hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+        want = "a number"
+    elif hint is str:
+        ok = isinstance(value, str)
+        if not ok:  # a name that happens to parse as JSON ("1", "true"): keep the text
+            value, ok = text, True
+        want = "a string"
+    elif typing.get_origin(hint) is dict:
+        ok = isinstance(value, dict)
+        want = "a JSON object"
+    else:
+        return value
+    if not ok:
+        raise ConfigError(f"{key} must be {want}, got {text!r}")
+    return value
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -180,7 +268,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# ---- graph I/O contract (DESIGN.md §4) -----------------------------------------------------
+# ---- graph I/O contract (docs/design.md §4) -----------------------------------------------------
 # Names of the ONNX graph inputs/outputs; export writes them, runtime feeds them.
 QUERY_DESC = "query_desc"
 QUERY_MASK = "query_mask"

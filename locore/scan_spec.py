@@ -5,13 +5,14 @@ exporter and schema (``locore.export.scan_op``), the ctypes binding of the CPU l
 (``locore.native.binding``), the ONNX Runtime reference of the plugin
 (``locore.runtime.backends.pluginref``) and the tests. The C++ side (``selectiveScan.h``,
 ``selectiveScanPlugin.*``) and the plugin README are checked against it by
-``tests/test_scan_spec.py``. Semantics: DESIGN.md section 3 and ``locore.model.selective_scan``.
+``tests/test_scan_spec.py``. Semantics: docs/design.md §3 and ``locore.model.selective_scan``.
 
-Dtypes, as the code does today (plugin version "1"): every input and the output share one
-dtype, that of ``x``, FP32 or FP16; state and accumulation are FP32. DESIGN.md sections 3 and 5
-plan FP32 ``A``, ``D`` and ``dt_bias`` in every precision as plugin version "2"; that change will
-be a new :data:`PLUGIN_VERSION` here (``same_dtype_as_x=False`` on those inputs), not an edit
-of version "1".
+Dtypes (plugin version "2", :data:`PLUGIN_VERSION`, what the exporter writes): ``x``, ``dt``,
+``B``, ``C``, ``z`` and the output ``y`` share one dtype, that of ``x``, FP32 or FP16; ``A``,
+``D`` and ``dt_bias`` are FP32 in every precision (docs/design.md sections 3 and 5; mamba-ssm keeps
+its weights FP32 too, and FP16 per-head decays lose accuracy). State and accumulation are FP32.
+Version "1" (every input in x's dtype) stays registered in the plugin for engines built with it
+(:data:`PLUGIN_VERSIONS`); the C ABI carries the weights' dtype in ``weightDtype``.
 
 Symbolic dims: ``B`` batch, ``L`` sequence length, ``H`` heads and ``P`` head size (mamba2),
 ``Dc`` channels (mamba1, where the C ABI has ``nheads = Dc`` and ``headdim = 1``), ``G`` groups
@@ -26,6 +27,8 @@ import enum
 from dataclasses import dataclass
 
 __all__ = [
+    "ABI_VERSION",
+    "ABI_VERSION_FUNCTION",
     "ATTRIBUTES",
     "CPU_ENTRY_POINT",
     "DOMAIN",
@@ -44,6 +47,8 @@ __all__ = [
     "PLUGIN_NAME",
     "PLUGIN_NAMESPACE",
     "PLUGIN_VERSION",
+    "PLUGIN_VERSIONS",
+    "WEIGHT_INPUTS",
     "STATUS_STRING_FUNCTION",
     "ScanAttribute",
     "ScanTensor",
@@ -65,8 +70,12 @@ OPSET_VERSION = 1
 """Version of the ``locore`` opset the exporter imports."""
 PLUGIN_NAME = "SelectiveScan"
 """TensorRT plugin creator name (TensorRT's ONNX parser looks it up by the node's op_type)."""
-PLUGIN_VERSION = "1"
-"""TensorRT plugin version; the node's ``plugin_version`` attribute."""
+PLUGIN_VERSION = "2"
+"""TensorRT plugin version the exporter writes; the node's ``plugin_version`` attribute.
+Version 2: ``A``, ``D`` and ``dt_bias`` FP32 whatever x's dtype."""
+PLUGIN_VERSIONS: tuple[str, ...] = (PLUGIN_VERSION, "1")
+"""Every version the plugin library registers: "2", and "1" (every input in x's dtype) kept for
+engines built with it, as TensorRT OSS keeps old plugin versions."""
 PLUGIN_NAMESPACE = ""
 """TensorRT plugin namespace; the node's ``plugin_namespace`` attribute."""
 
@@ -76,7 +85,8 @@ PLUGIN_NAMESPACE = ""
 
 
 class DType(enum.IntEnum):
-    """``LocoreScanDType``: the dtype of every tensor of one call (numpy name: ``name.lower()``)."""
+    """``LocoreScanDType``: the dtype of the I/O tensors (``dtype``) or of the weights
+    (``weightDtype``) of one call (numpy name: ``name.lower()``)."""
 
     FLOAT32 = 0
     FLOAT16 = 1
@@ -115,7 +125,8 @@ class ScanTensor:
     ``shapes``: symbolic dims per variant (keys of :data:`VARIANTS`). ``optional``: the ONNX
     node / plugin may omit it (a node has 7 or 8 inputs). ``nullable``: the C ABI accepts a NULL
     pointer (treated as zeros, or as no gating for ``z``). ``field``: the pointer's name in
-    ``LocoreScanParams``. ``same_dtype_as_x``: the tensor must have x's dtype.
+    ``LocoreScanParams``. ``same_dtype_as_x``: the tensor must have x's dtype (else it has one
+    of ``dtypes`` whatever x's dtype: the FP32 weights of plugin version 2).
     """
 
     name: str
@@ -162,6 +173,8 @@ INPUTS: tuple[ScanTensor, ...] = (
         {"mamba2": ("H",), "mamba1": ("Dc", "N")},
         "Decay rates, negative.",
         field="A",
+        dtypes=("float32",),
+        same_dtype_as_x=False,
     ),
     ScanTensor(
         "B",
@@ -181,6 +194,8 @@ INPUTS: tuple[ScanTensor, ...] = (
         "Skip term; zeros when the model has none.",
         field="D",
         nullable=True,
+        dtypes=("float32",),
+        same_dtype_as_x=False,
     ),
     ScanTensor(
         "dt_bias",
@@ -188,6 +203,8 @@ INPUTS: tuple[ScanTensor, ...] = (
         "Bias added to `dt`; zeros when the model has none.",
         field="dtBias",
         nullable=True,
+        dtypes=("float32",),
+        same_dtype_as_x=False,
     ),
     ScanTensor(
         "z",
@@ -201,6 +218,8 @@ INPUTS: tuple[ScanTensor, ...] = (
 """The inputs in their fixed order (ONNX node, plugin, ``LocoreScanParams``)."""
 
 INPUT_NAMES: tuple[str, ...] = tuple(t.name for t in INPUTS)
+WEIGHT_INPUTS: tuple[str, ...] = tuple(t.name for t in INPUTS if not t.same_dtype_as_x)
+"""The inputs that are FP32 whatever x's dtype (version 2): ``("A", "D", "dt_bias")``."""
 MAX_INPUTS = len(INPUTS)
 MIN_INPUTS = sum(not t.optional for t in INPUTS)
 
@@ -270,7 +289,7 @@ ATTRIBUTES: tuple[ScanAttribute, ...] = (
         "Routing attribute for TensorRT's ONNX parser: the plugin version.",
         required=False,
         plugin_field=False,
-        allowed=(PLUGIN_VERSION,),
+        allowed=PLUGIN_VERSIONS,
     ),
     ScanAttribute(
         "plugin_namespace",
@@ -326,6 +345,10 @@ CPU_ENTRY_POINT = "locore_selective_scan_cpu"
 """``int locore_selective_scan_cpu(const LocoreScanParams*, int32_t numThreads)``."""
 STATUS_STRING_FUNCTION = "locore_scan_status_string"
 """``const char* locore_scan_status_string(int status)``."""
+ABI_VERSION_FUNCTION = "locore_scan_abi_version"
+"""``int locore_scan_abi_version(void)``: the layout version of ``LocoreScanParams``."""
+ABI_VERSION = 2
+"""The ``LocoreScanParams`` layout of :data:`PARAMS_FIELDS` (2: with ``weightDtype``)."""
 
 PARAMS_DIMS: tuple[tuple[str, str], ...] = (
     ("batch", "B"),
@@ -343,7 +366,8 @@ PARAMS_FIELDS: tuple[tuple[str, str], ...] = (
     ("dtSoftplus", "int32"),  # attribute dt_softplus
     ("reverse", "int32"),  # attribute reverse
     ("chunkSize", "int32"),  # attribute chunk_size
-    ("dtype", "int32"),  # DType of every tensor
+    ("dtype", "int32"),  # DType of x, dt, B, C, z, y
+    ("weightDtype", "int32"),  # DType of A, D, dt_bias (FP32 for version 2)
     *((t.field, "pointer") for t in INPUTS),
     (OUTPUT.field, "pointer"),
 )

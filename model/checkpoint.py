@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from locore.checkpoint_format import (
     FORMAT,
     FORMAT_VERSION,
@@ -40,7 +42,12 @@ def save_checkpoint(
 
 
 def load_checkpoint(directory: str | Path, map_location: str = "cpu") -> LocoreReranker:
-    """Build a :class:`LocoreReranker` from a checkpoint folder, in eval mode."""
+    """Build a :class:`LocoreReranker` from a checkpoint folder, in eval mode.
+
+    Raises :class:`CheckpointError` for a missing, truncated or unreadable weights file, tensors
+    that do not match config.json (names, shapes, dtypes) and non-finite weights (naming the
+    tensor); nothing is allocated for the model before its shapes are checked.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -51,10 +58,16 @@ def load_checkpoint(directory: str | Path, map_location: str = "cpu") -> LocoreR
         raise CheckpointError(f"{directory} has no {WEIGHTS_FILE}")
     try:
         state = load_file(str(wpath), device=map_location)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{wpath} is not a readable safetensors file: {exc}") from exc
-    model = LocoreReranker(config)
-    expected = model.state_dict()
+    except PermissionError:
+        raise
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{wpath} is not a readable safetensors file ({type(exc).__name__}: {exc}); is it "
+            "truncated? Copy the checkpoint again or re-train"
+        ) from exc
+    # Shapes first, on the meta device: a damaged config.json (d_model 10**9) allocates nothing.
+    with torch.device("meta"):
+        expected = LocoreReranker(config).state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -70,6 +83,14 @@ def load_checkpoint(directory: str | Path, map_location: str = "cpu") -> LocoreR
                 f"{wpath}: tensor {name} is {list(tensor.shape)} {tensor.dtype}, but the config "
                 f"needs {list(want.shape)} {want.dtype}; weights and config.json do not match"
             )
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(
+                f"{wpath}: tensor {name} holds {bad} NaN or infinite value(s) of "
+                f"{tensor.numel()}; the weights are corrupt (a diverged training run?). Use an "
+                "earlier checkpoint or re-train"
+            )
+    model = LocoreReranker(config)
     model.load_state_dict(state, strict=True)
     model.eval()
     return model

@@ -1,4 +1,4 @@
-"""The SelectiveScan op (DESIGN.md §3): the sequential reference and the chunked SSD form.
+"""The SelectiveScan op (docs/design.md §3): the sequential reference and the chunked SSD form.
 
 Layout is token-major, [B, L, ...]. State and accumulation are float32 (float64 when the
 inputs are float64) whatever the I/O dtype; outputs have the dtype of ``x``.
@@ -71,10 +71,11 @@ class ScanArgs:
     chunk_size: int = 64
 
     def check(self) -> None:
-        """Raise ValueError unless the variant and every shape are those of DESIGN.md section 3."""
+        """Raise ValueError unless the variant and every shape are those of docs/design.md §3."""
         variant, x, dt, A, B, C = self.variant, self.x, self.dt, self.A, self.B, self.C
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        self._check_types()
         if B.dim() != 4 or C.shape != B.shape:
             raise ValueError(
                 f"B and C must both be [B, L, G, N], got {tuple(B.shape)} and {tuple(C.shape)}"
@@ -112,6 +113,33 @@ class ScanArgs:
             if tensor is not None and tuple(tensor.shape) != shape:
                 raise ValueError(
                     f"{variant} {name} must be {list(shape)}, got {list(tensor.shape)}"
+                )
+
+    def _check_types(self) -> None:
+        """TypeError unless every tensor argument is a floating-point torch.Tensor; ValueError
+        unless they all sit on x's device."""
+        named = {
+            "x": self.x, "dt": self.dt, "A": self.A, "B": self.B, "C": self.C,
+            "D": self.D, "z": self.z, "dt_bias": self.dt_bias,
+        }  # fmt: skip
+        for name, value in named.items():
+            if value is None and name in ("D", "z", "dt_bias"):
+                continue
+            if not isinstance(value, Tensor):
+                raise TypeError(
+                    f"SelectiveScan: {name} must be a torch.Tensor, got {type(value).__name__}; "
+                    "convert with torch.from_numpy(array) (or use locore.native.selective_scan_cpu "
+                    "for numpy arrays)"
+                )
+            if not value.is_floating_point():
+                raise TypeError(
+                    f"SelectiveScan: {name} must be a floating-point tensor (float32, float16, "
+                    f"bfloat16 or float64), got {value.dtype}; cast with .float()"
+                )
+            if value.device != self.x.device:
+                raise ValueError(
+                    f"SelectiveScan: every tensor must be on x's device ({self.x.device}), but "
+                    f"{name} is on {value.device}; move it with .to(x.device)"
                 )
 
     @property

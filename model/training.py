@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -26,12 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from locore.checkpoint_format import CheckpointError
 from locore.config import GALLERY_MASK, QUERY_MASK, JsonConfig, LocoreConfig
+from locore.errors import UsageError
 from locore.fileio import atomic_path, atomic_write_text
 from locore.model.checkpoint import save_checkpoint
 from locore.model.reranker import LocoreReranker
 from locore.progress import progress_bar
-from locore.runtime.local_features import LocalFeatures
+from locore.runtime.backends.base import available_cores
+from locore.runtime.local_features import ImageIdError, LocalFeatures, as_image_ids
 from locore.runtime.packing import Packer
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,34 @@ class TrainConfig(JsonConfig):
     seed: int = 0
     checkpoint_every: int = 100
     threads: int = 0  # torch threads; 0 = torch's default
+
+    def validate(self) -> None:
+        """Raise :class:`~locore.errors.UsageError` for a value no run can use (``steps=0``
+        would write an untrained model; ``bool`` is not an integer)."""
+        positive = ("steps", "batch_size", "window", "shortlist_depth", "checkpoint_every")
+        for name in (*positive, "min_positives", "warmup", "seed", "threads"):
+            value = getattr(self, name)
+            low = 1 if name in positive else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise UsageError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in ("lr", "weight_decay"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
+                or (name == "lr" and value == 0)
+            ):
+                bound = "> 0" if name == "lr" else ">= 0"
+                raise UsageError(f"{name} must be a finite number {bound}, got {value!r}")
+        if self.threads > (cores := available_cores()):
+            raise UsageError(
+                f"threads must be at most {cores} (the CPU cores available), got {self.threads}; "
+                "0 uses torch's default"
+            )
+        if not isinstance(self.model_overrides, dict):
+            raise UsageError(f"model_overrides must be a dict, got {self.model_overrides!r}")
 
 
 @dataclass
@@ -114,21 +146,40 @@ class TrainingData:
                     f"{list(feats.descriptors.shape)}"
                 )
         nq, ndb = len(queries), len(database)
-        if shortlist_ids.shape[0] != nq or len(positives) != nq:
-            raise ValueError(
-                f"{nq} queries, but the shortlist has {shortlist_ids.shape[0]} rows and the "
-                f"ground truth {len(positives)} entries; they must describe the same queries"
+        shortlist_ids = np.asarray(shortlist_ids)
+        if shortlist_ids.ndim != 2 or shortlist_ids.shape[0] != nq or len(positives) != nq:
+            raise UsageError(
+                f"{nq} queries, but the shortlist has {list(shortlist_ids.shape)} (expected "
+                f"[{nq}, K]) and the ground truth {len(positives)} entries; they must describe "
+                "the same queries"
             )
-        if shortlist_ids.size and shortlist_ids.max() >= ndb:
-            raise ValueError(
-                f"shortlist ids reach {shortlist_ids.max()}, but the database has {ndb} images"
+        if len(junk) != nq:
+            raise UsageError(f"{nq} queries, but junk lists for {len(junk)}; give one per query")
+        # Padded shortlist slots (-1, faiss) are dropped per query by sample_window.
+        listed = shortlist_ids[shortlist_ids != -1] if shortlist_ids.dtype.kind in "iuf" else None
+        as_image_ids(shortlist_ids if listed is None else listed, ndb, "the shortlist")
+        checked_pos = [
+            as_image_ids(p, ndb, f"the ground-truth positives of query {q}")
+            for q, p in enumerate(positives)
+        ]
+        checked_junk = [
+            as_image_ids(j, ndb, f"the ground-truth junk of query {q}") for q, j in enumerate(junk)
+        ]
+        empty = [
+            q for q in range(nq) if len(checked_pos[q]) and not np.asarray(queries.mask[q]).any()
+        ]
+        if empty:
+            raise ImageIdError(
+                f"queries {empty[:10]}{'...' if len(empty) > 10 else ''} have positives but no "
+                "valid descriptor (every row masked): there is nothing to match. Drop them from "
+                "the training set or re-extract their features"
             )
         return cls(
             queries,
             database,
             np.asarray(shortlist_ids, dtype=np.int64),
-            [np.asarray(p, dtype=np.int64) for p in positives],
-            [np.asarray(j, dtype=np.int64) for j in junk],
+            checked_pos,
+            checked_junk,
         )
 
     @property
@@ -150,7 +201,8 @@ def sample_window(
     """(gallery ids [W], labels [W]) for one query, in a fresh random order."""
     junk = set(data.junk[query].tolist())
     pos = set(data.positives[query].tolist())
-    cands = [int(i) for i in data.shortlist_ids[query, : cfg.shortlist_depth] if int(i) not in junk]
+    listed = data.shortlist_ids[query, : cfg.shortlist_depth]
+    cands = [int(i) for i in listed if int(i) not in junk and int(i) != -1]
     cands = list(dict.fromkeys(cands))[: cfg.window]
     have = sum(1 for i in cands if i in pos)
     missing = [p for p in data.positives[query].tolist() if p not in set(cands)]
@@ -233,18 +285,26 @@ def _load_state(
 ) -> dict[str, Any]:
     from safetensors.torch import load_file
 
-    meta = json.loads((directory / "state.json").read_text())
-    tensors = load_file(str(directory / "state.safetensors"))
-    model.load_state_dict(
-        {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True
-    )
-    state: dict[int, dict[str, Tensor]] = {}
-    for name, value in tensors.items():
-        if name.startswith("opt."):
-            _, idx, key = name.split(".", 2)
-            state.setdefault(int(idx), {})[key] = value
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    return meta
+    try:
+        meta = json.loads((directory / "state.json").read_text())
+        tensors = load_file(str(directory / "state.safetensors"))
+        model.load_state_dict(
+            {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True
+        )
+        state: dict[int, dict[str, Tensor]] = {}
+        for name, value in tensors.items():
+            if name.startswith("opt."):
+                _, idx, key = name.split(".", 2)
+                state.setdefault(int(idx), {})[key] = value
+        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    except PermissionError:
+        raise
+    except Exception as exc:  # json, safetensors, torch: a damaged or foreign state
+        raise CheckpointError(
+            f"{directory} holds a damaged training state ({type(exc).__name__}: {exc}); "
+            "delete it or pass resume=False (CLI: --no-resume) to start over"
+        ) from exc
+    return dict(meta)
 
 
 @dataclass
@@ -271,15 +331,18 @@ def train(
     for time-boxed sessions; the next call with ``resume`` goes on.
     """
     cfg = cfg or TrainConfig()
+    cfg.validate()
     output = Path(output)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    model_cfg = LocoreConfig.preset(
-        cfg.preset,
-        desc_dim=data.queries.desc_dim,
-        num_desc=data.queries.num_desc,
-        **cfg.model_overrides,
-    )
+    shapes = {"desc_dim": data.queries.desc_dim, "num_desc": data.queries.num_desc}
+    for key, value in shapes.items():
+        if key in cfg.model_overrides and cfg.model_overrides[key] != value:
+            raise UsageError(
+                f"model override {key}={cfg.model_overrides[key]!r} contradicts the training "
+                f"features, which have {key}={value}; drop the override"
+            )
+    model_cfg = LocoreConfig.preset(cfg.preset, **{**cfg.model_overrides, **shapes})
     scale_max = int(max(data.queries.scales.max(initial=0), data.database.scales.max(initial=0)))
     if scale_max >= model_cfg.num_scales:
         raise ValueError(
@@ -296,8 +359,14 @@ def train(
     state_dir = output / STATE_DIR
     start, losses = 0, []
     if resume and (state_dir / "state.json").is_file():
-        meta = json.loads((state_dir / "state.json").read_text())
-        if meta.get("train_config") != cfg.to_dict():
+        try:
+            meta = json.loads((state_dir / "state.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(
+                f"{state_dir / 'state.json'} is damaged ({exc}); delete it or pass resume=False "
+                "(CLI: --no-resume) to start over"
+            ) from exc
+        if not isinstance(meta, dict) or meta.get("train_config") != cfg.to_dict():
             raise ValueError(
                 f"{state_dir} holds a run with other options; pass resume=False (CLI: "
                 "--no-resume) to start over, or use the same options"

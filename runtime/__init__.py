@@ -29,6 +29,7 @@ _EXPORTS = {
     "FeatureFile": "locore.runtime.ames",
     "FormatError": "locore.runtime.ames",
     "write_features": "locore.runtime.ames",
+    "PAD_ID": "locore.runtime.shortlist",
     "Shortlist": "locore.runtime.shortlist",
     "search_shortlist": "locore.runtime.shortlist",
     "read_shortlist": "locore.runtime.shortlist",
@@ -36,6 +37,7 @@ _EXPORTS = {
     "GroundTruth": "locore.runtime.ground_truth",
     "read_ground_truth": "locore.runtime.ground_truth",
     "write_ground_truth": "locore.runtime.ground_truth",
+    "ground_truth_from_labels": "locore.runtime.ground_truth",
     "read_global_descriptors": "locore.runtime.global_descriptors",
     "write_global_descriptors": "locore.runtime.global_descriptors",
     "PickleNotAllowedError": "locore.fileio",
@@ -58,10 +60,18 @@ _EXPORTS = {
     "SiftExtractor": "locore.runtime.sift",
     "Codebook": "locore.runtime.global_descriptors",
     "DinoExtractor": "locore.runtime.dino",
-    # evaluation metrics
+    # evaluation: metrics and the official protocols
     "average_precision": "locore.runtime.metrics",
     "compute_map": "locore.runtime.metrics",
+    "compute_map_per_query": "locore.runtime.metrics",
+    "map_at_k": "locore.runtime.metrics",
+    "query_recall_at_k": "locore.runtime.metrics",
     "recall_at_k": "locore.runtime.metrics",
+    "DATASETS": "locore.runtime.evaluation",
+    "EvalReport": "locore.runtime.evaluation",
+    "FusionGrid": "locore.runtime.evaluation",
+    "evaluate": "locore.runtime.evaluation",
+    "write_report": "locore.runtime.evaluation",
 }
 
 __all__ = sorted(_EXPORTS)

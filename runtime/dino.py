@@ -1,6 +1,6 @@
 """DINOv2 local features with an AMES-style detector, run from ONNX (no torch).
 
-The optional extractor of DESIGN.md §2: a DINOv2 ViT/14 with registers reads a fixed-size
+The optional extractor of docs/design.md §2: a DINOv2 ViT/14 with registers reads a fixed-size
 image; an AMES-style detector head turns its patch tokens into L2-normalised local descriptors
 and softplus detector weights; the ``num_desc`` patches with the highest weights are the image's
 local features (patch centres as xy, scale id 0), the CLS token its global descriptor.
@@ -110,8 +110,8 @@ class DinoExtractor(Closing):
     ) -> None:
         from locore.runtime.backends.ort import OrtRunner
 
-        if batch_size < 1:
-            raise FeatureError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise FeatureError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = int(batch_size)
         self.model: OrtRunner = OrtRunner(model, providers=providers, threads=threads)
         try:

@@ -17,11 +17,14 @@ layout lives in :mod:`locore.runtime.ames`). The packer and the re-ranker take e
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import numpy as np
+
+from locore.errors import UsageError
 
 if TYPE_CHECKING:
     from locore.runtime.images import ImageInput
@@ -39,6 +42,90 @@ _ROW_FIELDS: dict[str, tuple[tuple[int, ...], type]] = {
 
 class FeatureError(ValueError):
     """An image or a feature array is not what the extractor or the record expects."""
+
+
+class ImageIdError(UsageError, IndexError):
+    """Image ids (shortlist entries, ground-truth positives, indices into a feature file or a
+    batch) are not integers in ``[0, N)``. A :class:`~locore.errors.UsageError` (a ValueError)
+    and an ``IndexError``, so either ``except`` catches it."""
+
+
+def as_image_ids(
+    ids: Any, num_images: int, what: str = "image ids", target: str = "the database"
+) -> np.ndarray:
+    """``ids`` as an int64 array, checked to be whole numbers in ``[0, num_images)``.
+
+    Accepts integer arrays (any width, signed or unsigned) and float arrays of whole numbers;
+    refuses booleans, fractions (224.7), NaN/inf and anything out of range, including -1
+    (faiss's padding) and values that would wrap around in int64 (uint64 2**64 - 1, 1e19).
+    Nothing is ever truncated or wrapped: an id either is used as given or raises
+    :class:`ImageIdError` naming the value, ``what`` holds it (and where), and ``target``, the
+    images it should index.
+    """
+    arr = np.asarray(ids)
+    if arr.dtype == object and arr.size:
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in arr.flat):
+            bad = next(
+                v for v in arr.flat if not isinstance(v, numbers.Integral) or isinstance(v, bool)
+            )
+            raise ImageIdError(
+                f"{what} must be integers (ids of images in {target}), got {bad!r} "
+                f"({type(bad).__name__})"
+            )
+        arr = np.array([int(v) for v in arr.flat], dtype=object).reshape(arr.shape)
+    if arr.size == 0:
+        return np.zeros(arr.shape, dtype=np.int64)
+    kind = arr.dtype.kind
+    if kind == "b" or kind not in "iufO":
+        raise ImageIdError(
+            f"{what} must be integers (ids of images in {target}; whole-number floats are "
+            f"accepted), got dtype {arr.dtype}"
+        )
+    if kind == "f":
+        finite = np.isfinite(arr)
+        whole = finite & (arr == np.floor(np.where(finite, arr, 0)))
+        if not whole.all():
+            pos = np.argwhere(~whole)[0]
+            raise ImageIdError(
+                f"{what} must be whole numbers (ids of images in {target}), got "
+                f"{float(arr[tuple(pos)]):g}{_at(pos)}; ids are never rounded or truncated"
+            )
+    low = arr < 0
+    high = arr >= num_images
+    bad = low | high
+    if bad.any():
+        pos = np.argwhere(bad)[0]
+        value = arr[tuple(pos)]
+        shown: int | str = int(value) if kind in "iuO" else f"{float(value):g}"
+        hint = (
+            "; -1 is the padding id of faiss shortlists: drop padded slots first "
+            "(locore.runtime.shortlist.Shortlist does)"
+            if shown in (-1, "-1")
+            else ""
+        )
+        raise ImageIdError(
+            f"image index {shown} is out of range for {target} with {num_images} images "
+            f"({what}{_at(pos)}; valid ids are 0 to {num_images - 1}){hint}; do the ids belong "
+            "to these features?"
+        )
+    return arr.astype(np.int64)
+
+
+def first_row(flags: np.ndarray) -> str:
+    """Where the first True of ``flags`` [..., T] is: ``row 17`` for one image, ``image 3, row
+    17`` for a batch (``image (1, 3), row 17`` with two leading dims); for error messages."""
+    pos = [int(p) for p in np.argwhere(flags)[0]]
+    if len(pos) <= 1:
+        return f"row {pos[0]}" if pos else "the image"
+    image = pos[0] if len(pos) == 2 else tuple(pos[:-1])
+    return f"image {image}, row {pos[-1]}"
+
+
+def _at(pos: np.ndarray) -> str:
+    """`` at position 3`` / `` at position (1, 0)``; nothing for a single id."""
+    if len(pos) == 0:
+        return ""
+    return f" at position {int(pos[0]) if len(pos) == 1 else tuple(int(p) for p in pos)}"
 
 
 @dataclass
@@ -70,6 +157,7 @@ class LocalFeatures:
                     f"{name} must have shape {list(lead + extra)} to match descriptors "
                     f"{list(self.descriptors.shape)}, got {list(arr.shape)}"
                 )
+        self._check_values()
         if self.global_desc is not None:
             images = lead[:-1]
             if self.global_desc.ndim != len(images) + 1 or self.global_desc.shape[:-1] != images:
@@ -78,6 +166,42 @@ class LocalFeatures:
                     f"descriptors {list(self.descriptors.shape)}, got "
                     f"{list(self.global_desc.shape)}"
                 )
+
+    def _check_values(self) -> None:
+        """dtype rules that would otherwise lose data silently (cheap for the usual dtypes):
+        float descriptors; scale ids whole numbers; a boolean mask (or 0/1 values, converted)."""
+        if self.descriptors.dtype.kind != "f":
+            raise FeatureError(
+                f"descriptors must be float (float32), got {self.descriptors.dtype}; a silent "
+                "conversion could change them (integer data is usually truncated floats). "
+                "Convert explicitly with .astype(np.float32) if these are the real values"
+            )
+        if self.mask.dtype != np.bool_:
+            mask = np.asarray(self.mask)
+            if mask.dtype.kind not in "iuf" or not np.isin(mask, (0, 1)).all():
+                got = f"dtype {mask.dtype}"
+                if mask.dtype.kind in "iuf":
+                    got = f"value {float(mask[~np.isin(mask, (0, 1))].ravel()[0]):g}"
+                raise FeatureError(
+                    f"mask must be boolean (True = valid descriptor, False = padding) or hold "
+                    f"only 0 and 1, got {got}"
+                )
+            self.mask = mask.astype(bool)
+        if self.scales.dtype.kind not in "iu":
+            scales = np.asarray(self.scales)
+            whole = scales.dtype.kind == "f" and bool(
+                np.all(np.isfinite(scales) & (scales == np.rint(scales)))
+            )
+            if not whole:
+                raise FeatureError(
+                    f"scales must be integer scale ids, got dtype {scales.dtype}"
+                    + (
+                        " with values that are not whole numbers"
+                        if scales.dtype.kind == "f"
+                        else ""
+                    )
+                )
+            self.scales = scales.astype(np.int64)
 
     # ---- shape -----------------------------------------------------------------------------
     @property
@@ -237,6 +361,9 @@ class FeatureExtractor(Protocol):
 
 __all__ = [
     "FeatureError",
+    "ImageIdError",
+    "as_image_ids",
+    "first_row",
     "FeatureExtractor",
     "FeaturesLike",
     "LocalFeatures",

@@ -75,7 +75,13 @@ def read_model_metadata(path: str | Path) -> tuple[LocoreConfig, GraphIO | None]
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(
-        str(path), sess_options=options, providers=["CPUExecutionProvider"]
-    )
+    try:
+        session = ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise RuntimeError(
+            f"ONNX Runtime could not load {path} to read its metadata: {exc}; is it an ONNX file "
+            "written by `locore export`?"
+        ) from exc
     return parse_model_metadata(session.get_modelmeta().custom_metadata_map, str(path))

@@ -5,7 +5,10 @@ or read from a feature file) or a list of single-image records (stacked into a b
 
 Each image contributes its first ``config.num_desc`` rows (AMES/LOCORE files sort rows by
 detector weight, so these are the best; LOCORE takes 48). Images with fewer rows are padded with
-zero descriptors and ``mask = False``. Descriptors take the engine's float dtype, masks and
+zero descriptors and ``mask = False``. Valid descriptors must be finite in the engine's dtype; a
+query must have at least one valid descriptor (:class:`PackingError` otherwise), while a gallery
+image may have none (the re-ranker then scores it as "no evidence", see
+:mod:`locore.runtime.sliding_windows`). Descriptors take the engine's float dtype, masks and
 scale ids the dtypes of the model's inputs (``bool`` and ``int64`` in the graph I/O contract).
 """
 
@@ -30,7 +33,7 @@ from locore.config import (
     TensorSpec,
     graph_io,
 )
-from locore.runtime.local_features import FeaturesLike, as_local_features
+from locore.runtime.local_features import FeaturesLike, as_local_features, first_row
 
 if TYPE_CHECKING:
     from locore.runtime.backends.base import Backend
@@ -43,6 +46,20 @@ DESCRIPTOR_KINDS = {128: "SIFT", 768: "DINOv2 ViT-B/14"}
 
 class PackingError(ValueError):
     """Features do not fit the model (descriptor dimension, scale ids, global vectors)."""
+
+
+def check_query_mask(valid: np.ndarray, name: str | None = None) -> None:
+    """Raise :class:`PackingError` if a query's mask ``valid`` ([T] or [B, T]) has no True:
+    with no valid descriptor there is nothing to match (``name`` names the query)."""
+    empty = ~np.asarray(valid, dtype=bool).any(axis=-1)
+    if empty.any():
+        if name is None:
+            name = f"query {int(np.argwhere(empty)[0][0])}" if empty.ndim else "the query"
+        raise PackingError(
+            f"{name} has no valid descriptor (every row is masked as padding), so there is "
+            "nothing to match its gallery against. Re-extract its features (an image without "
+            "keypoints cannot be re-ranked; keep its global ranking instead)"
+        )
 
 
 class Packer:
@@ -115,13 +132,18 @@ class Packer:
         valid = np.zeros((*lead_shape, nd), dtype=bool)
         scale = np.zeros((*lead_shape, nd), dtype=np.int64)
         valid[..., :rows] = feats.mask
-        desc[..., :rows, :] = np.where(feats.mask[..., None], feats.descriptors, 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused just below
+            desc[..., :rows, :] = np.where(feats.mask[..., None], feats.descriptors, 0.0)
         scale[..., :rows] = np.where(feats.mask, feats.scales, 0)
-        if not np.isfinite(desc).all():
+        broken = ~np.isfinite(desc).all(axis=-1)
+        if broken.any():
             raise PackingError(
-                f"{role} descriptors contain NaN or infinite values (after conversion to "
-                f"{self.float_dtype.name}); check the feature file"
+                f"{role} descriptors contain NaN or infinite values at {first_row(broken)} "
+                f"(after conversion to {self.float_dtype.name}, whose largest value is "
+                f"{float(np.finfo(self.float_dtype).max):.4g}); check the features"
             )
+        if role == "query":
+            check_query_mask(valid)
         if self.with_scales:
             scale = self._check_scales(scale, valid, role)
         return desc, valid, scale
@@ -152,7 +174,15 @@ class Packer:
                 f"{name} must be {list(shape)}, got {list(array.shape)}; this engine was exported "
                 f"for {self.config.global_dim}-d global descriptors"
             )
-        return array.astype(self.dtypes[name], copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):
+            array = array.astype(self.dtypes[name], copy=False)
+        if array.dtype.kind != "f" or not np.isfinite(array).all():
+            raise PackingError(
+                f"{name} must hold finite numbers (in {self.dtypes[name].name}), got "
+                f"{'NaN or inf' if array.dtype.kind == 'f' else array.dtype}; check the global "
+                "descriptors"
+            )
+        return array
 
     # ---- feeds ----------------------------------------------------------------------------
     def pack(

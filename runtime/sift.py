@@ -106,9 +106,10 @@ class SiftExtractor:
             ("num_desc", num_desc),
             ("num_scales", num_scales),
             ("max_side", max_side),
+            ("max_keypoints", max_keypoints),
         ):
-            if value < 1:
-                raise FeatureError(f"{label} must be >= 1, got {value}")
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise FeatureError(f"{label} must be a positive integer, got {value!r}")
         if max_keypoints < num_desc:
             raise FeatureError(f"max_keypoints ({max_keypoints}) must be >= num_desc ({num_desc})")
         self.num_desc = int(num_desc)

@@ -317,7 +317,7 @@ def test_extractor_gives_local_features(
         ref = model(torch.from_numpy(preprocess(arrays[2], 56)[None]))
     np.testing.assert_allclose(feats[2].weights, ref.weights[0].numpy(), atol=ATOL)
 
-    # DESIGN.md §8 layout, from records and from rows
+    # docs/design.md §8 layout, from records and from rows
     write_features(tmp_path / "f.h5", feats)
     write_global_descriptors(tmp_path / "g.f32", LocalFeatures.stack(feats).global_desc)
     write_features(tmp_path / "rows.h5", np.stack([to_rows(f) for f in feats]))

@@ -83,7 +83,8 @@ def test_plugin_graph_contract(plugin):
     for node in scans:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         assert set(attrs) == {a.name for a in scan_spec.ATTRIBUTES}
-        assert attrs["plugin_version"] == b"1" and attrs["plugin_namespace"] == b""
+        assert attrs["plugin_version"] == scan_spec.PLUGIN_VERSION.encode() == b"2"
+        assert attrs["plugin_namespace"] == b""
         assert attrs["variant"] == b"mamba2" and attrs["dt_softplus"] == 0
         assert attrs["chunk_size"] == plugin.config.chunk_size
         assert len(node.input) == scan_spec.MIN_INPUTS == 7  # no z
@@ -167,3 +168,51 @@ def test_plugin_node_with_z_has_eight_inputs(tmp_path):
         eager = Gated()(x, dt, B, C, z)
     ref = selective_scan_ref(x, dt, -torch.ones(4), B, C, D=torch.zeros(4), z=z, reverse=True)
     torch.testing.assert_close(eager, ref, rtol=6e-4, atol=2e-3)
+
+
+def test_plugin_node_takes_fp32_weights_with_fp16_x():
+    """Plugin version 2: with FP16 activations the node's A, D and dt_bias stay FP32."""
+    from locore.export.scan_op import plugin_scan, translation_table
+
+    class Half(torch.nn.Module):
+        def forward(self, x, dt, B, C):
+            A = -torch.linspace(0.5, 1.5, x.shape[2])  # float32
+            D = torch.ones(x.shape[2], dtype=torch.float16)  # cast to float32 by the op
+            return plugin_scan(x=x, dt=dt, A=A, B=B, C=C, D=D, chunk_size=16)
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 33, 4, 8, generator=g).half()
+    dt = (torch.rand(1, 33, 4, generator=g) * 0.2).half()
+    B, C = (torch.randn(1, 33, 1, 8, generator=g).half() for _ in range(2))
+    program = torch.onnx.export(
+        Half().eval(), (x, dt, B, C), dynamo=True, custom_translation_table=translation_table()
+    )
+    proto = onnx.shape_inference.infer_shapes(program.model_proto)
+    types = {
+        v.name: v.type.tensor_type.elem_type for v in (*proto.graph.value_info, *proto.graph.input)
+    }
+    types.update({i.name: i.data_type for i in proto.graph.initializer})
+    (node,) = [n for n in proto.graph.node if n.op_type == scan_spec.OP_TYPE]
+    f16, f32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    for pos, name in enumerate(node.input):
+        tensor = scan_spec.INPUTS[pos]
+        want = f32 if tensor.name in scan_spec.WEIGHT_INPUTS else f16
+        assert types.get(name) == want, (tensor.name, types.get(name))
+    onnx.checker.check_model(proto)
+
+
+def test_export_options_are_validated_before_exporting(tmp_path):
+    """opset 0 is refused (not quietly exported at 18); max_gallery -5 is a UsageError naming
+    the option (not an AssertionError from torch.export)."""
+    from locore.errors import UsageError
+
+    model = LocoreReranker(LocoreConfig.preset("tiny", n_layers=1)).eval()
+    for opset in (0, 16, 10_000, True, "18"):
+        with pytest.raises(
+            UsageError, match=f"opset must be an integer from 17 to .*got {opset!r}"
+        ):
+            export_onnx(model, tmp_path / "m.onnx", opset=opset)  # type: ignore[arg-type]
+    for bad in (-5, 0, 2.5):
+        with pytest.raises(UsageError, match=f"max_gallery .* positive integer, got {bad!r}"):
+            export_onnx(model, tmp_path / "m.onnx", max_gallery=bad)  # type: ignore[arg-type]
+    assert not list(tmp_path.iterdir())

@@ -252,7 +252,7 @@ def test_features_module_does_not_import_torch() -> None:
 def test_extracted_features_feed_locore_rerank(
     tmp_path: Path, extractor: SiftExtractor, images: list[np.ndarray]
 ) -> None:
-    """Extractor -> HDF5 (DESIGN.md section 8) -> `locore rerank` with a real ONNX model."""
+    """Extractor -> HDF5 (docs/design.md §8) -> `locore rerank` with a real ONNX model."""
     import cv2
 
     from locore.cli import main

@@ -34,7 +34,7 @@ def rows() -> dict[str, np.ndarray]:
 def test_features_round_trip(tmp_path: Path, rows: dict[str, np.ndarray]) -> None:
     path = tmp_path / "db.h5"
     write_features(path, LocalFeatures(**rows))
-    with h5py.File(path, "r") as raw:  # the file layout of DESIGN.md §8
+    with h5py.File(path, "r") as raw:  # the file layout of docs/design.md §8
         data = raw["features"][()]
     assert data.shape == (7, 10, 5 + CONFIG.desc_dim) and data.dtype == np.float32
     np.testing.assert_array_equal(data[..., 3], ~rows["mask"])  # 0 valid, 1 padding

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from locore.runtime.metrics import average_precision, compute_map, recall_at_k
+from locore.runtime.metrics import (
+    average_precision,
+    compute_map,
+    compute_map_per_query,
+    map_at_k,
+    precision_recall_curve,
+    query_recall_at_k,
+    recall_at_k,
+)
 from locore.runtime.shortlist import search_shortlist
 
 
@@ -55,3 +63,162 @@ def test_shortlist_ranks_feed_the_metrics() -> None:
     np.testing.assert_array_equal(ranks, [[1, 2, 0], [0, 1, 2]])  # ties keep db order
     gnd = [{"easy": [1], "hard": [], "junk": []}, {"easy": [], "hard": [2], "junk": []}]
     np.testing.assert_allclose(recall_at_k(ranks, gnd, (1, 2, 3)), [0.5, 0.5, 1.0])
+
+
+# ---- independent oracles (revisitop's definitions, written here from the reference's text) ----
+def oracle_revisitop(ranking, ok, junk, kappas):
+    """revisitop ``compute_map`` for one query, as filipradenovic/revisitop python/evaluate.py
+    defines it: positions of ok and junk in the ranking, each positive's position decreased by
+    the junk ranked before it, trapezoidal AP over len(ok), precision at min(k, last position).
+    A query with positives but none ranked gets AP 0 and precisions 0 (the reference would raise
+    ValueError there; AMES guards it the same way)."""
+    ranking = list(ranking)
+    pos = [i for i, x in enumerate(ranking) if x in ok]
+    jnk = [i for i, x in enumerate(ranking) if x in junk]
+    shifted = [p - sum(1 for j in jnk if j < p) for p in pos]
+    ap = 0.0
+    for j, rank in enumerate(shifted):
+        p0 = 1.0 if rank == 0 else j / rank
+        p1 = (j + 1) / (rank + 1)
+        ap += (p0 + p1) / 2.0 / len(ok)
+    prs = []
+    for k in kappas:
+        if not shifted:
+            prs.append(0.0)
+            continue
+        last = max(shifted) + 1
+        kq = min(last, k)
+        prs.append(sum(1 for p in shifted if p + 1 <= kq) / kq)
+    return ap, prs
+
+
+def oracle_protocol(g, protocol):
+    easy, hard, junk = list(g["easy"]), list(g["hard"]), list(g["junk"])
+    if protocol == "easy":
+        return easy, junk + hard
+    if protocol == "medium":
+        return easy + hard, junk
+    return hard, junk + easy
+
+
+def random_case(rng, nq, ndb, k):
+    """Random rankings (some truncated to k < ndb) and disjoint easy/hard/junk lists; some
+    queries without positives, some with positives outside a truncated list."""
+    gnd, ranks = [], []
+    for q in range(nq):
+        perm = rng.permutation(ndb)
+        sizes = rng.integers(0, 6, size=3)
+        if q % 5 == 0:
+            sizes[:2] = 0  # no positives at all
+        easy, hard, junk = np.split(perm[: sizes.sum()], np.cumsum(sizes)[:2])
+        gnd.append({"easy": easy.tolist(), "hard": hard.tolist(), "junk": junk.tolist()})
+        ranks.append(rng.permutation(ndb)[:k])
+    return np.stack(ranks), gnd
+
+
+@pytest.mark.parametrize("protocol", ["easy", "medium", "hard"])
+@pytest.mark.parametrize("k", [7, 23, 61])
+def test_compute_map_equals_revisitop_oracle(protocol: str, k: int) -> None:
+    rng = np.random.default_rng(1000 + k)
+    kappas = (1, 5, 10)
+    ranks, gnd = random_case(rng, 37, 61, k)
+    aps, prs = [], []
+    for row, g in zip(ranks, gnd, strict=True):
+        ok, junk = oracle_protocol(g, protocol)
+        if not ok:
+            continue
+        ap, pr = oracle_revisitop(row, set(ok), set(junk), kappas)
+        aps.append(ap)
+        prs.append(pr)
+    m_ap, mp = compute_map(ranks, gnd, kappas, protocol=protocol)
+    assert m_ap == pytest.approx(np.mean(aps), abs=1e-12)
+    np.testing.assert_allclose(mp, np.mean(prs, axis=0), atol=1e-12)
+    # per query, and ragged rows (the same rankings as lists) give the same numbers
+    per_q, _ = compute_map_per_query([list(r) for r in ranks], gnd, kappas, protocol)
+    assert np.isnan(per_q).sum() == len(gnd) - len(aps)
+    np.testing.assert_allclose(per_q[~np.isnan(per_q)], aps, atol=1e-12)
+
+
+def test_truncated_list_without_any_positive_never_crashes() -> None:
+    gnd = [{"easy": [50], "hard": [51], "junk": []}, {"easy": [1], "hard": [], "junk": []}]
+    ranks = np.array([[0, 1, 2], [1, 0, 2]])  # query 0's positives are beyond the list
+    m_ap, mp = compute_map(ranks, gnd, (1, 5))
+    assert m_ap == pytest.approx(0.5)  # AP 0 for query 0, 1 for query 1
+    np.testing.assert_allclose(mp, [0.5, 0.5 * 1.0])
+
+
+def test_ok_only_ground_truth_is_scored() -> None:
+    """GLDv2-style entries ({'ok': [...]}) have positives, not NaN."""
+    gnd = [{"ok": [3, 5]}, {"ok": []}]
+    m_ap, _ = compute_map(np.array([[3, 0, 5], [1, 2, 3]]), gnd)
+    assert m_ap == pytest.approx(average_precision(np.array([0, 2]), 2))
+    np.testing.assert_allclose(recall_at_k(np.array([[3, 0, 5], [1, 2, 3]]), gnd, (1,)), [0.5])
+
+
+def test_positive_listed_as_junk_counts_as_positive() -> None:
+    """revisitop locates positives and junk independently, so an id in both lists is scored at
+    its rank as a positive; here it is removed from junk."""
+    gnd = [{"easy": [4], "hard": [], "junk": [4, 9]}]
+    m_ap, mp = compute_map(np.array([[9, 4, 0]]), gnd, (1,))
+    assert m_ap == pytest.approx(1.0) and mp[0] == pytest.approx(1.0)
+
+
+def test_padding_ids_are_dropped() -> None:
+    """-1 (faiss padding) is neither a hit nor a miss, wherever it sits."""
+    gnd = [{"easy": [2], "hard": [7], "junk": []}]
+    padded = np.array([[2, -1, -1, 7, -1]])
+    clean = np.array([[2, 7]])
+    (m_pad, mp_pad), (m_clean, mp_clean) = compute_map(padded, gnd), compute_map(clean, gnd)
+    assert m_pad == pytest.approx(m_clean) and mp_pad == pytest.approx(mp_clean)
+    assert map_at_k(padded, gnd, 2)[0] == pytest.approx(1.0)
+    np.testing.assert_allclose(query_recall_at_k(padded, gnd, (1, 2)), [1.0, 1.0])
+
+
+def oracle_map_at_k(ranking, ok, junk, k):
+    """GLDv2 mAP@k (Kaggle): the first k results, junk removed, sum of precision at each
+    positive over min(#positives, k)."""
+    kept = [x for x in list(ranking)[:k] if x not in junk]
+    hits, total = 0, 0.0
+    for i, x in enumerate(kept):
+        if x in ok:
+            hits += 1
+            total += hits / (i + 1)
+    return total / min(len(ok), k)
+
+
+def oracle_recall(ranking, ok, junk, k):
+    kept = [x for x in ranking if x not in junk]
+    return float(any(x in ok for x in kept[:k]))
+
+
+@pytest.mark.parametrize("k", [5, 40])
+def test_map_at_k_and_recall_equal_oracles(k: int) -> None:
+    rng = np.random.default_rng(7 + k)
+    ranks, gnd = random_case(rng, 29, 53, 53)
+    for g in gnd:  # GLDv2 / SOP style: one 'ok' list (+ junk, e.g. the query itself)
+        g["ok"] = g.pop("easy") + g.pop("hard")
+    want_ap, want_r = [], []
+    for row, g in zip(ranks, gnd, strict=True):
+        if g["ok"]:
+            want_ap.append(oracle_map_at_k(row, set(g["ok"]), set(g["junk"]), k))
+            want_r.append([oracle_recall(row, set(g["ok"]), set(g["junk"]), kk) for kk in (1, k)])
+    got, per_q = map_at_k(ranks, gnd, k)
+    assert got == pytest.approx(np.mean(want_ap), abs=1e-12)
+    np.testing.assert_allclose(per_q[~np.isnan(per_q)], want_ap, atol=1e-12)
+    np.testing.assert_allclose(query_recall_at_k(ranks, gnd, (1, k)), np.mean(want_r, 0))
+    no_pos = [{"ok": [], "junk": [1]}]
+    assert np.isnan(map_at_k(ranks[:1], no_pos, k)[0])
+    assert np.isnan(query_recall_at_k(ranks[:1], no_pos, (1,))).all()
+
+
+def test_precision_recall_curve_by_hand() -> None:
+    # positives at ranks 1 and 3 of 2: precision 1 up to recall 0.5, then 2/3 up to recall 1
+    levels, prec = precision_recall_curve(
+        np.array([[1, 0, 2]]), [{"easy": [1, 2]}], "medium", np.array([0.0, 0.5, 0.51, 1.0])
+    )
+    np.testing.assert_allclose(prec, [1.0, 1.0, 2 / 3, 2 / 3])
+    # a positive never found: precision 0 beyond the recall reached
+    _, prec = precision_recall_curve(
+        np.array([[1, 0]]), [{"easy": [1, 2]}], "medium", np.array([0.5, 1.0])
+    )
+    np.testing.assert_allclose(prec, [1.0, 0.0])

@@ -1,4 +1,5 @@
-"""Packing against an oracle written from the AMES row layout (DESIGN.md §8), not from the packer.
+"""Packing against an oracle written from the AMES row layout (docs/design.md §8), not from
+the packer.
 
 AMES rows are ``[T, 5 + D]``: xy in columns 0:2, scale id in 2, mask in 3 (0 = valid,
 1 = padding), weight in 4, descriptor from 5. The rows here hold GARBAGE in their padding

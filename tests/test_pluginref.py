@@ -123,8 +123,8 @@ def test_plugin_flavor_matches_torch(exported, batch, ngal):
 
 
 def test_gated_fp16_node_round_trips(tmp_path):
-    """A hand-built node with z and FP16 I/O (what the exporter does not emit today): the
-    rewrite casts to float32 and back, and the result is the library's FP16 scan."""
+    """A hand-built node with z, FP16 I/O and FP32 weights (plugin version 2): the rewrite
+    casts to float32 and back, and the result is the library's FP16 scan."""
     from locore.native import selective_scan_cpu
 
     helper, tp = onnx.helper, onnx.TensorProto
@@ -140,7 +140,11 @@ def test_gated_fp16_node_round_trips(tmp_path):
         "dt_bias": np.zeros(h),
         "z": rng.standard_normal((b, L, h, p)),
     }
-    arrays = {k: v.astype(np.float16) for k, v in arrays.items()}
+    # Plugin version 2: A, D and dt_bias FP32, the rest FP16.
+    arrays = {
+        k: v.astype(np.float32 if k in scan_spec.WEIGHT_INPUTS else np.float16)
+        for k, v in arrays.items()
+    }
     attrs = scan_spec.node_attributes(reverse=1, chunk_size=16)
     node = helper.make_node(
         scan_spec.OP_TYPE, list(scan_spec.INPUT_NAMES), ["y"], domain=scan_spec.DOMAIN, **attrs
@@ -148,7 +152,12 @@ def test_gated_fp16_node_round_trips(tmp_path):
     graph = helper.make_graph(
         [node],
         "scan",
-        [helper.make_tensor_value_info(k, tp.FLOAT16, v.shape) for k, v in arrays.items()],
+        [
+            helper.make_tensor_value_info(
+                k, tp.FLOAT if v.dtype == np.float32 else tp.FLOAT16, v.shape
+            )
+            for k, v in arrays.items()
+        ],
         [helper.make_tensor_value_info("y", tp.FLOAT16, arrays["x"].shape)],
     )
     model = helper.make_model(

@@ -250,6 +250,31 @@ def test_chunk_size_and_threads_do_not_change_the_result(lib):
             np.testing.assert_array_equal(y, base)
 
 
+@pytest.mark.parametrize("variant", ["mamba2", "mamba1"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("gated", [False, True])
+def test_fp16_io_with_fp32_weights(lib, variant, reverse, gated):
+    """Plugin version 2: x, dt, B, C, z FP16 and A, D, dt_bias FP32. The weights must be read
+    as FP32: the reference takes the same FP32 weights (not rounded to FP16)."""
+    kw = _inputs(
+        _seed("v2", variant, reverse, gated), variant=variant, length=77, groups=2,
+        dtype=np.float16, gated=gated, softplus=True,
+    )  # fmt: skip
+    rng = np.random.default_rng(_seed("v2 weights", variant))
+    ashape = kw["A"].shape
+    # Weights with bits below FP16's precision, so a library reading them as FP16 would differ.
+    kw["A"] = (-np.exp(rng.uniform(-1.0, 1.0, ashape))).astype(np.float32)
+    kw["D"] = rng.standard_normal(kw["D"].shape).astype(np.float32)
+    kw["dt_bias"] = rng.uniform(-1.0, 1.0, kw["dt_bias"].shape).astype(np.float32)
+    y = _check_library(kw, reverse)
+    assert y.dtype == np.float16
+    # The same call with the weights rounded to FP16 (version 1's contract) also runs.
+    v1 = {**kw, **{k: kw[k].astype(np.float16) for k in ("A", "D", "dt_bias")}}
+    assert native.selective_scan_cpu(**v1, reverse=reverse).dtype == np.float16
+    with pytest.raises(ValueError, match="A, D and dt_bias must all be float32"):
+        native.selective_scan_cpu(**{**kw, "D": kw["D"].astype(np.float16)}, reverse=reverse)
+
+
 def test_padding_tokens_leave_the_state_alone(lib):
     """dt = 0 tokens (padding) neither change the state nor add to it."""
     kw = _inputs(13, length=20)
@@ -300,6 +325,29 @@ def test_wrapper_rejects_bad_shapes_and_dtypes(lib):
         native.selective_scan_cpu(**{**kw, "z": kw["x"][:, :, :, :3]})
     with pytest.raises(TypeError, match="numpy array"):
         native.selective_scan_cpu(**{**kw, "dt": kw["dt"].tolist()})
+    with pytest.raises(ValueError, match=r"x's dtype \(float32\)"):
+        native.selective_scan_cpu(**{**kw, "B": kw["B"].astype(np.float16)})
+
+
+def test_unrelated_library_is_refused_with_the_missing_symbol(tmp_path, monkeypatch):
+    """$LOCORE_SCAN_LIB naming another shared library: NativeLibraryError names the symbol."""
+    import _ctypes  # a C extension module: a real shared library that is not ours
+
+    from locore.native import binding
+
+    monkeypatch.setenv("LOCORE_SCAN_LIB", str(_ctypes.__file__))
+    monkeypatch.setattr(binding, "_lib", None)
+    with pytest.raises(
+        native.NativeLibraryError, match="does not export locore_selective_scan_cpu"
+    ) as err:
+        binding.load_cpu_library()
+    assert "locore build-plugins" in str(err.value) and "LOCORE_SCAN_LIB" in str(err.value)
+
+
+def test_library_reports_the_abi_version(lib):
+    from locore import scan_spec
+
+    assert getattr(lib, scan_spec.ABI_VERSION_FUNCTION)() == scan_spec.ABI_VERSION
 
 
 def _params(**over) -> ScanParams:
@@ -326,6 +374,7 @@ def test_c_abi_validates_arguments(lib):
         {"x": None},
         {"y": None},
         {"A": None},
+        {"weightDtype": 7},
         {"batch": -1},
         {"seqlen": -3},
         {"nheads": 0},

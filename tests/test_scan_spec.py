@@ -107,6 +107,14 @@ def test_plugin_name_version_namespace_and_input_counts():
     assert constant("kSELECTIVE_SCAN_PLUGIN_NAME") == json.dumps(spec.PLUGIN_NAME)
     assert constant("kSELECTIVE_SCAN_PLUGIN_VERSION") == json.dumps(spec.PLUGIN_VERSION)
     assert constant("kSELECTIVE_SCAN_PLUGIN_NAMESPACE") == json.dumps(spec.PLUGIN_NAMESPACE)
+    # Every registered version: the current one and the old ones kept for built engines.
+    olds = [constant(f"kSELECTIVE_SCAN_PLUGIN_VERSION_{v}") for v in spec.PLUGIN_VERSIONS[1:]]
+    assert olds == [json.dumps(v) for v in spec.PLUGIN_VERSIONS[1:]]
+    assert spec.attribute("plugin_version").allowed == spec.PLUGIN_VERSIONS
+    library = (PLUGINS / "common" / "pluginLibrary.cpp").read_text()
+    assert len(re.findall(r"static locore::plugin::SelectiveScanPluginCreator\w*", library)) == len(
+        spec.PLUGIN_VERSIONS
+    )
     assert int(constant("kSELECTIVE_SCAN_MIN_INPUTS")) == spec.MIN_INPUTS
     assert int(constant("kSELECTIVE_SCAN_MAX_INPUTS")) == spec.MAX_INPUTS
 
@@ -239,7 +247,7 @@ def test_node_attributes_defaults_order_and_validation():
         "dt_softplus": 0,
         "reverse": 1,
         "chunk_size": 32,
-        "plugin_version": "1",
+        "plugin_version": spec.PLUGIN_VERSION,
         "plugin_namespace": "",
     }
     with pytest.raises(ValueError, match="one of"):
@@ -272,3 +280,17 @@ def test_torch_custom_op_takes_the_inputs_in_order():
 
     args = [a.name for a in torch.ops.locore.selective_scan.default._schema.arguments]
     assert args[: spec.MAX_INPUTS] == list(spec.INPUT_NAMES)
+
+
+def test_weight_inputs_and_abi_version():
+    """Version 2: A, D and dt_bias FP32 whatever x's dtype; the C ABI reports its layout."""
+    assert spec.PLUGIN_VERSION == "2"
+    assert spec.WEIGHT_INPUTS == ("A", "D", "dt_bias")
+    for tensor in spec.INPUTS:
+        assert tensor.dtypes == (
+            ("float32",) if tensor.name in spec.WEIGHT_INPUTS else spec.IO_DTYPES
+        )
+    status = _source("selectiveScanStatus.cpp")
+    match = re.search(rf"int {spec.ABI_VERSION_FUNCTION}\(void\)\s*\{{\s*return (\d+);", status)
+    assert match and int(match.group(1)) == spec.ABI_VERSION
+    assert re.search(rf"\b{spec.ABI_VERSION_FUNCTION}\(void\);", _source("selectiveScan.h"))

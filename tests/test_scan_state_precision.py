@@ -1,5 +1,5 @@
-"""Low-precision I/O, FP32 state (DESIGN.md §3): fp16/bf16 inputs over a long sequence against an
-independent float64 loop on the same (already rounded) inputs.
+"""Low-precision I/O, FP32 state (docs/design.md §3): fp16/bf16 inputs over a long sequence
+against an independent float64 loop on the same (already rounded) inputs.
 
 The float64 loop stands in for an exact FP32-state scan; what is left is the error of the
 implementation under test. Tolerance, per output element, derived for an FP32 state
@@ -40,7 +40,7 @@ def _inputs(dtype: torch.dtype, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     x = (torch.randn(1, L, H, P, generator=g) * 0.5 + 1.0).to(dtype)
     dt = (torch.rand(1, L, H, generator=g) * 0.02 + 0.01).to(dtype)
-    # A and D are FP32 tensors (DESIGN §3) holding values the I/O dtype represents exactly,
+    # A and D are FP32 tensors (docs/design.md §3) holding values the I/O dtype represents exactly,
     # so the CPU library, which takes them in x's dtype, sees the same values.
     A = (-torch.rand(H, generator=g) * 0.05 - 0.02).to(dtype).float()
     B = (torch.rand(1, L, 1, N, generator=g) + 0.5).to(dtype)
@@ -50,7 +50,7 @@ def _inputs(dtype: torch.dtype, seed: int = 0) -> dict:
 
 
 def _loop64(inp: dict, reverse: bool) -> tuple[np.ndarray, float]:
-    """DESIGN §3 mamba2 recurrence in float64, one token at a time, on the given (rounded)
+    """docs/design.md §3 mamba2 recurrence in float64, one token at a time, on the given (rounded)
     values: (y [1, L, H, P], mag) with mag the largest sum_n |S_t C_t| + |D x_t|."""
     f = {k: v.double().numpy() for k, v in inp.items()}
     x, dt, A, Bm, Cm, D = f["x"][0], f["dt"][0], f["A"], f["B"][0, :, 0], f["C"][0, :, 0], f["D"]

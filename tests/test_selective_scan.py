@@ -202,3 +202,21 @@ def test_bad_shapes_raise_clear_errors():
         )
     with pytest.raises(NotImplementedError, match="mamba1"):
         selective_scan_chunked(**inp, variant="mamba1")
+
+
+@pytest.mark.parametrize("fn", [selective_scan_ref, selective_scan_chunked])
+def test_wrong_types_and_devices_raise_clear_errors(fn):
+    """numpy arrays, integer tensors or tensors on another device than x: TypeError/ValueError
+    naming the argument and what to do (not an AttributeError from deep inside)."""
+    inp = _make("mamba2", 1, 5, 4, 2, 1, 3, torch.float32, seed=1)
+    with pytest.raises(TypeError, match=r"B must be a torch.Tensor, got ndarray.*from_numpy"):
+        fn(**{**inp, "B": inp["B"].numpy()})
+    with pytest.raises(TypeError, match=r"x must be a torch.Tensor, got list"):
+        fn(**{**inp, "x": inp["x"].tolist()})
+    with pytest.raises(TypeError, match="dt must be a floating-point tensor.*torch.int64"):
+        fn(**{**inp, "dt": inp["dt"].long()})
+    with pytest.raises(TypeError, match="D must be a torch.Tensor"):
+        fn(**{**inp, "D": np.ones(4, np.float32)})
+    meta = inp["A"].to("meta")
+    with pytest.raises(ValueError, match=r"x's device \(cpu\).*A is on meta"):
+        fn(**{**inp, "A": meta})

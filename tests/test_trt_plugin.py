@@ -70,6 +70,14 @@ def creator():
     return found
 
 
+@pytest.fixture(scope="module")
+def creator_v1(creator):
+    """Version 1 (every input in x's dtype), kept registered for engines built with it."""
+    found = trt.get_plugin_registry().get_creator(PLUGIN_NAME, "1", PLUGIN_NAMESPACE)
+    assert found is not None, f"the library does not keep {PLUGIN_NAME} version 1 registered"
+    return found
+
+
 def _fields(variant: str, dt_softplus: int, reverse: int, chunk_size: int):
     """The plugin fields, typed as TensorRT's ONNX parser types the node's attributes
     (STRING -> kCHAR, INT -> kINT32)."""
@@ -89,7 +97,11 @@ def _fields(variant: str, dt_softplus: int, reverse: int, chunk_size: int):
     return trt.PluginFieldCollection(fields)
 
 
-def _make_inputs(variant, batch, length, heads, pdim, groups, nstate, dtype, gate, seed):
+def _make_inputs(
+    variant, batch, length, heads, pdim, groups, nstate, dtype, gate, seed, weights=torch.float32
+):
+    """Inputs of one call: A, D and dt_bias in ``weights`` (FP32 for plugin version 2, x's
+    dtype for version 1), the others in ``dtype``."""
     g = torch.Generator().manual_seed(seed)
 
     def rnd(*shape, scale=1.0):
@@ -100,11 +112,11 @@ def _make_inputs(variant, batch, length, heads, pdim, groups, nstate, dtype, gat
     tensors = {
         "x": rnd(*x_shape),
         "dt": (torch.rand(batch, length, heads, generator=g) * 0.3).to(dtype),
-        "A": (-(torch.rand(*a_shape, generator=g) * 2 + 0.1)).to(dtype),
+        "A": (-(torch.rand(*a_shape, generator=g) * 2 + 0.1)).to(weights),
         "B": rnd(batch, length, groups, nstate, scale=0.5),
         "C": rnd(batch, length, groups, nstate, scale=0.5),
-        "D": rnd(heads),
-        "dt_bias": rnd(heads, scale=0.1),
+        "D": rnd(heads).to(weights),
+        "dt_bias": rnd(heads, scale=0.1).to(weights),
     }
     if gate:
         tensors["z"] = rnd(*x_shape)
@@ -216,6 +228,22 @@ def test_plugin_matches_reference(creator, variant, dtype, gate, dt_softplus, re
         torch.testing.assert_close(
             got.float(), want.float(), rtol=rtol, atol=atol * scale, msg=f"L={length}"
         )
+    del runtime
+
+
+def test_version_1_takes_every_input_in_x_dtype(creator_v1):
+    """An FP16 network built with version 1 (FP16 A, D, dt_bias) still builds and runs."""
+    sizes = dict(batch=2, heads=4, pdim=8, groups=2, nstate=16)
+    half = torch.float16
+    example = _make_inputs(
+        "mamba2", length=37, dtype=half, gate=True, seed=5, weights=half, **sizes
+    )
+    runtime, engine = _build_engine(creator_v1, example, "mamba2", 1, 0, 16, max_length=40)
+    got = _run(engine, example)
+    want = _reference(example, "mamba2", 1, 0)
+    assert got.dtype == half
+    scale = max(want.float().abs().max().item(), 1.0)
+    torch.testing.assert_close(got.float(), want.float(), rtol=3e-3, atol=5e-3 * scale)
     del runtime
 
 

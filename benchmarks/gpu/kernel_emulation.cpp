@@ -8,7 +8,7 @@
  * one fp16 ulp of it (fp16).
  *
  * Since both sides share selectiveScanCore.h, mamba2 cases are also checked against an
- * independent float64 loop of DESIGN.md section 3 written here (referenceMamba2, not using the
+ * independent float64 loop of docs/design.md section 3 written here (referenceMamba2, not using the
  * shared header; it decodes fp16 inputs itself). Tolerance, per output element, for an FP32
  * state (u32 = 2^-24) and an output rounded once to the I/O dtype (u_io = 2^-11 for fp16, 0
  * for fp32): each step commits a few (<= 5, with softplus) roundings to each state entry, and
@@ -35,6 +35,12 @@ struct Case
     int batch, seqlen, heads, headdim, groups, dstate, variant, dtype, reverse, softplus, chunk;
     bool gated, withD;
     int sms;
+    int weights = -1; /* dtype of A, D, dt_bias: -1 = x's dtype (plugin version 1), else FP32 (version 2) */
+
+    int weightDtype() const
+    {
+        return weights < 0 ? dtype : weights;
+    }
 };
 
 std::vector<uint8_t> randomTensor(size_t n, int dtype, std::mt19937& rng, float lo, float hi, bool normal)
@@ -105,13 +111,14 @@ double value64(const std::vector<uint8_t>& t, size_t i, int dtype)
     return f;
 }
 
-/* DESIGN.md section 3, variant mamba2, one token at a time in float64. Returns y [B, L, H, P]
+/* docs/design.md section 3, variant mamba2, one token at a time in float64. Returns y [B, L, H, P]
  * and sets mag (see the file comment). */
 std::vector<double> referenceMamba2(const Case& c, const std::vector<uint8_t>& x, const std::vector<uint8_t>& dtv,
     const std::vector<uint8_t>& A, const std::vector<uint8_t>& B, const std::vector<uint8_t>& C,
     const std::vector<uint8_t>& D, const std::vector<uint8_t>& bias, const std::vector<uint8_t>& z, double& mag)
 {
     const int L = c.seqlen, H = c.heads, P = c.headdim, G = c.groups, N = c.dstate, dt = c.dtype;
+    const int wdt = c.weightDtype();
     std::vector<double> y(static_cast<size_t>(c.batch) * L * H * P, 0.0);
     mag = 0;
     for (int b = 0; b < c.batch; ++b)
@@ -127,10 +134,10 @@ std::vector<double> referenceMamba2(const Case& c, const std::vector<uint8_t>& x
                 double d = value64(dtv, bt * H + h, dt);
                 if (c.softplus)
                 {
-                    d += value64(bias, h, dt);
+                    d += value64(bias, h, wdt);
                     d = d > 30 ? d : std::log1p(std::exp(d));
                 }
-                const double decay = std::exp(d * value64(A, h, dt));
+                const double decay = std::exp(d * value64(A, h, wdt));
                 for (int p = 0; p < P; ++p)
                 {
                     const size_t xi = (bt * H + h) * P + p;
@@ -144,7 +151,7 @@ std::vector<double> referenceMamba2(const Case& c, const std::vector<uint8_t>& x
                         acc += s * value64(C, bi, dt);
                         accAbs += std::fabs(s * value64(C, bi, dt));
                     }
-                    const double skip = c.withD ? value64(D, h, dt) * xv : 0.0;
+                    const double skip = c.withD ? value64(D, h, wdt) * xv : 0.0;
                     double gate = 1.0;
                     if (c.gated)
                     {
@@ -166,20 +173,22 @@ bool runCase(const Case& c, uint32_t seed)
     const size_t bl = static_cast<size_t>(c.batch) * c.seqlen;
     const size_t xn = bl * c.heads * c.headdim;
     const int dt = c.dtype;
+    const int wdt = c.weightDtype();
     auto x = randomTensor(xn, dt, rng, 0, 0, true);
     auto dtv = c.softplus ? randomTensor(bl * c.heads, dt, rng, -4.0f, 0.5f, false)
                           : randomTensor(bl * c.heads, dt, rng, 0.01f, 0.3f, false);
-    auto A = randomTensor(c.variant == LOCORE_SCAN_MAMBA1 ? static_cast<size_t>(c.heads) * c.dstate : c.heads, dt,
+    auto A = randomTensor(c.variant == LOCORE_SCAN_MAMBA1 ? static_cast<size_t>(c.heads) * c.dstate : c.heads, wdt,
         rng, -2.7f, -0.37f, false);
     auto B = randomTensor(bl * c.groups * c.dstate, dt, rng, 0, 0, true);
     auto C = randomTensor(bl * c.groups * c.dstate, dt, rng, 0, 0, true);
-    auto D = randomTensor(c.heads, dt, rng, 0, 0, true);
-    auto bias = randomTensor(c.heads, dt, rng, -1.0f, 1.0f, false);
+    auto D = randomTensor(c.heads, wdt, rng, 0, 0, true);
+    auto bias = randomTensor(c.heads, wdt, rng, -1.0f, 1.0f, false);
     auto z = randomTensor(xn, dt, rng, 0, 0, true);
     const size_t es = dt == LOCORE_SCAN_FLOAT16 ? 2 : 4;
     std::vector<uint8_t> yCpu(xn * es + 1), yEmu(xn * es + 1, 0xff);
 
     LocoreScanParams p = caseParams(c, c.chunk);
+    p.weightDtype = wdt;
     p.x = x.data();
     p.dt = dtv.data();
     p.A = A.data();
@@ -251,6 +260,10 @@ int main()
         {"m2 f32 fwd L=66 N=64 P=64 chunk 1000", 1, 66, 2, 64, 1, 64, M2, F32, 0, 1, 1000, false, true, 1},
         {"m1 f32 fwd L=65 Dc=24 G=2", 2, 65, 24, 1, 2, 16, M1, F32, 0, 1, 64, true, true, 1},
         {"m1 f16 rev L=65 Dc=40", 1, 65, 40, 1, 1, 20, M1, F16, 1, 1, 64, true, true, 8},
+        /* plugin version 2: FP16 x with FP32 A, D, dt_bias */
+        {"m2 f16 fp32-weights fwd L=70 G=3", 1, 70, 6, 5, 3, 7, M2, F16, 0, 1, 64, true, true, 1, F32},
+        {"m2 f16 fp32-weights rev L=130", 2, 130, 4, 16, 2, 16, M2, F16, 1, 1, 64, false, true, 4, F32},
+        {"m1 f16 fp32-weights fwd L=65 Dc=24", 2, 65, 24, 1, 2, 16, M1, F16, 0, 1, 64, true, true, 1, F32},
     };
     int failures = 0;
     uint32_t seed = 7;

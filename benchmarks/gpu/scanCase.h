@@ -24,6 +24,7 @@ LocoreScanParams caseParams(const Case& c, int chunkSize)
     p.reverse = c.reverse;
     p.chunkSize = chunkSize;
     p.dtype = c.dtype;
+    p.weightDtype = c.dtype; /* A, D, dt_bias in x's dtype (plugin version 1); callers may override */
     return p;
 }
 

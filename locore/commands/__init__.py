@@ -18,6 +18,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "build the SelectiveScan CPU/CUDA libraries and TensorRT plugin",
     ),
     "rerank": ("locore.commands.rerank", "re-rank shortlists with an exported model"),
+    "index": ("locore.commands.index", "index a folder of images or a video for visual search"),
+    "search": ("locore.commands.search", "search an index with one image, re-ranked"),
+    "serve": ("locore.commands.serve", "the visual-search web page on an index"),
+    "profile": ("locore.commands.profile", "trtexec-style latency per window or pipeline stage"),
+    "eval": ("locore.commands.eval", "re-rank and score AMES/LOCORE files on official protocols"),
     "train": ("locore.commands.train", "train a re-ranker on AMES/LOCORE feature files"),
     "export": ("locore.commands.export", "export a checkpoint to ONNX (portable or plugin flavor)"),
+    "calibrate": (
+        "locore.commands.calibrate",
+        "make the FP16 or INT8 (Q/DQ) variant of an ONNX model",
+    ),
 }

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Mapping
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from locore.errors import OutputError, UsageError
 
 # ONNX Runtime device -> the ``providers`` option of the ONNX Runtime backend
 DEVICES: dict[str, Any] = {"cpu": None, "cuda": ["cuda"], "auto": "auto"}
@@ -23,6 +28,75 @@ def _locore_defaults() -> dict[str, Any]:
     from locore.runtime.sliding_windows import RerankParams
 
     return {f.name: f.default for f in dataclasses.fields(RerankParams)}
+
+
+# ---- argument types: a bad value is argparse's usage error (exit 2) naming the flag --------------
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer ``>= low`` (e.g. ``--steps 0`` -> "must be >= 1")."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+positive_int = int_at_least(1)
+
+
+def finite_float(text: str) -> float:
+    """An argparse ``type``: a finite float (no nan / inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def thread_count(value: int | None, flag: str = "--threads") -> int | None:
+    """``value`` bounded by the machine: None stays None (the library's default: all cores);
+    below 1 is a :class:`UsageError`; above the cores available it is clamped to them, with a
+    warning on stderr (more threads than cores only slows ONNX Runtime and torch down, and
+    thousands of threads can stall the machine)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{flag} must be an integer >= 1, got {value!r}")
+    cores = available_cores()
+    if value > cores:
+        print(
+            f"locore: warning: {flag} {value} is more than the {cores} CPU cores available to "
+            f"this process; using {cores}",
+            file=sys.stderr,
+        )
+        return cores
+    return value
+
+
+def add_threads_argument(parser: Any, help_text: str = "intra-op threads") -> None:
+    """--threads N (>= 1; clamped to the cores available, see :func:`thread_count`)."""
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help=f"{help_text} (default: all cores; more than the machine has is clamped to it)",
+    )
 
 
 # alpha and temperature default to None, so that a checkpoint's recorded fusion can take their place
@@ -35,12 +109,12 @@ def add_rerank_arguments(parser: argparse.ArgumentParser, *, with_topk: bool = T
 
     # flag -> (argparse keywords other than the default, help without the default)
     flags: dict[str, tuple[dict[str, Any], str]] = {
-        "topk": ({"type": int}, "re-rank the top K of each shortlist"),
-        "window": ({"type": int}, "gallery images per model call"),
-        "stride": ({"type": int}, "positions between window starts, <= window"),
+        "topk": ({"type": positive_int}, "re-rank the top K of each shortlist"),
+        "window": ({"type": positive_int}, "gallery images per model call"),
+        "stride": ({"type": positive_int}, "positions between window starts, <= window"),
         "order": ({"choices": ORDERS}, "order of the windows"),
-        "alpha": ({"type": float}, "weight of the global similarity in the fused score"),
-        "temperature": ({"type": float}, "t in sigmoid(t * logit)"),
+        "alpha": ({"type": finite_float}, "weight of the global similarity, in [0, 1]"),
+        "temperature": ({"type": finite_float}, "t in sigmoid(t * logit)"),
     }
     if not with_topk:
         del flags["topk"]
@@ -61,7 +135,9 @@ def rerank_params(
     fusion: Mapping[str, float] | None = None,
 ) -> Any:
     """The :class:`RerankParams` of ``args`` (``topk`` overrides ``--topk``; ``fusion`` is a
-    checkpoint's recorded ``alpha``/``temperature``, used when the flags are unset)."""
+    checkpoint's recorded ``alpha``/``temperature``, used when the flags are unset).
+
+    An invalid combination (e.g. ``--stride`` above ``--window``) is a :class:`UsageError`."""
     from locore.runtime.sliding_windows import RerankParams
 
     d = _locore_defaults()
@@ -72,14 +148,17 @@ def rerank_params(
         value = getattr(args, name)
         return float(value if value is not None else recorded.get(name, d[name]))
 
-    return RerankParams(
-        window=args.window,
-        topk=topk if topk is not None else args.topk,
-        stride=args.stride,
-        order=args.order,
-        alpha=fused("alpha"),
-        temperature=fused("temperature"),
-    )
+    try:
+        return RerankParams(
+            window=args.window,
+            topk=topk if topk is not None else args.topk,
+            stride=args.stride,
+            order=args.order,
+            alpha=fused("alpha"),
+            temperature=fused("temperature"),
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,19 +178,14 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         default="cpu",
         help="ONNX Runtime device (default %(default)s; cuda needs onnxruntime-gpu)",
     )
-    group.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="ONNX Runtime intra-op threads (default: all cores)",
-    )
+    add_threads_argument(group, "ONNX Runtime intra-op threads")
 
 
 def backend_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword options of :func:`locore.runtime.backends.create_backend` from the engine group."""
     if args.backend == "tensorrt":
         return {}
-    return {"providers": DEVICES[args.device], "threads": args.threads}
+    return {"providers": DEVICES[args.device], "threads": thread_count(args.threads)}
 
 
 def add_progress_argument(parser: argparse.ArgumentParser) -> None:
@@ -122,7 +196,7 @@ def add_progress_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def output_path(path: Path, suffix: str, flag: str) -> Path:
-    """``path`` if it ends in ``suffix``; a ValueError naming ``flag`` otherwise."""
+    """``path`` if it ends in ``suffix``; an :class:`OutputError` naming ``flag`` otherwise."""
     if path.suffix != suffix:
-        raise ValueError(f"{flag} must be a {suffix} file, got {path}")
+        raise OutputError(f"{flag} must be a {suffix} file, got {path}")
     return path

@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from locore.commands.args import positive_int, thread_count
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -26,18 +28,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-cuda", action="store_true", help="build the CPU library only (skip the CUDA kernel)"
     )
     parser.add_argument(
-        "--jobs", "-j", type=int, default=None, help="parallel build jobs (default: CPU count)"
+        "--jobs",
+        "-j",
+        type=positive_int,
+        default=None,
+        help="parallel build jobs (default and most: the CPU cores available)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    from locore.fileio import check_outputs
     from locore.native import build_plugins
 
+    jobs = thread_count(args.jobs, "--jobs")
+    check_outputs(
+        {}, {"--tensorrt-root": args.tensorrt_root}, folders={"--build-dir": args.build_dir}
+    )
     out = build_plugins(
         build_dir=args.build_dir,
         tensorrt_root=args.tensorrt_root,
         cuda=False if args.no_cuda else None,
-        jobs=args.jobs,
+        jobs=jobs,
     )
     print(f"built native kernels in {out}")
     for path in sorted(out.glob("*locore*")):

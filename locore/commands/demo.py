@@ -11,7 +11,15 @@ import argparse
 import json
 from pathlib import Path
 
-from locore.commands.args import add_progress_argument, add_rerank_arguments, rerank_params
+from locore.commands.args import (
+    add_progress_argument,
+    add_rerank_arguments,
+    add_threads_argument,
+    positive_int,
+    rerank_params,
+    thread_count,
+)
+from locore.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--split", choices=("test", "train"), default="test")
     parser.add_argument(
-        "--shortlist", type=int, default=100, help="shortlist length K, all re-ranked (100)"
+        "--shortlist",
+        type=positive_int,
+        default=100,
+        help="shortlist length K, all re-ranked (100)",
     )
     add_rerank_arguments(parser, with_topk=False)
     parser.add_argument("--no-ransac", action="store_true", help="skip the RANSAC baseline")
@@ -40,8 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=Path("locore_demo.png"),
         help="PNG of one query before/after re-ranking (locore_demo.png)",
     )
-    parser.add_argument("--max-queries", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    parser.add_argument(
+        "--max-queries", type=positive_int, default=None, help="score only the first N queries"
+    )
+    add_threads_argument(parser, "ONNX Runtime threads")
     parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
     parser.add_argument(
         "--prepare",
@@ -81,10 +94,17 @@ def _onnx_and_fusion(model: Path, cache: Path) -> tuple[Path, dict[str, float]]:
 
 def run(args: argparse.Namespace) -> int:
     from locore.checkpoint_format import shipped_model_dir
+    from locore.fileio import check_outputs
     from locore.runtime.demo import default_cache_dir, prepare_split, run_demo
 
     progress = not args.no_progress
     cache = args.cache_dir if args.cache_dir is not None else default_cache_dir()
+    args.threads = thread_count(args.threads)
+    folders = {"--cache-dir": cache, "--tune-fusion": args.tune_fusion}
+    outputs = {}
+    if args.tune_fusion is None and not args.prepare:
+        outputs = {"--picture": args.picture, "--json": args.json}
+    check_outputs(outputs, {"--model": args.model}, folders=folders)
     if args.tune_fusion is not None:
         return _tune(args.tune_fusion, cache, args, progress)
     if args.prepare:
@@ -126,7 +146,7 @@ def _tune(checkpoint: Path, cache: Path, args: argparse.Namespace, progress: boo
     from locore.runtime.demo import tune_fusion
 
     if not is_checkpoint_dir(checkpoint):
-        raise ValueError(f"--tune-fusion needs a checkpoint folder, got {checkpoint}")
+        raise UsageError(f"--tune-fusion needs a checkpoint folder, got {checkpoint}")
     onnx_path, _ = _onnx_and_fusion(checkpoint, cache)
     alpha, temperature, train_map = tune_fusion(
         onnx_path, cache, shortlist_k=args.shortlist, threads=args.threads, progress=progress

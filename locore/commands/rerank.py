@@ -1,7 +1,10 @@
 """``locore rerank``: sliding-window re-ranking of AMES/LOCORE shortlists with an exported model.
 
 A thin layer over :class:`locore.runtime.sliding_windows.Reranker`; every flag is a Python
-argument. Writes the re-ranked shortlist as ``.npy`` [Nq, K] int64 (K = shortlist length).
+argument. Writes the re-ranked shortlist as ``.npy`` [Nq, K] int64 (K = shortlist length;
+padded slots of a short row, id -1 in the input, stay at the end as -1) and, with
+``--scores-output``, the fused scores [Nq, K] float32 (-inf for padding): both checked before
+the work and committed together (:func:`locore.fileio.atomic_outputs`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from locore.commands.args import (
     output_path,
     rerank_params,
 )
+from locore.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,13 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         type=Path,
         metavar="RANKS.npy",
-        help="re-ranked shortlist, [Nq, K] int64 database ids",
+        help="re-ranked shortlist, [Nq, K] int64 database ids (-1: padding)",
     )
     files.add_argument(
         "--scores-output",
         type=Path,
         metavar="SCORES.npy",
-        help="also write the fused scores [Nq, K] float32",
+        help="also write the fused scores [Nq, K] float32 (-inf: padding), committed together "
+        "with --output",
     )
     files.add_argument(
         "--allow-pickle",
@@ -92,8 +97,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_progress_argument(parser)
 
 
+PAD_ID = -1  # ranks of padded shortlist slots (scores -inf)
+INPUT_FLAGS = ("query_features", "db_features", "shortlist", "model", "query_global", "db_global")
+
+
 def run(args: argparse.Namespace) -> int:
-    from locore.fileio import atomic_path
+    from locore.fileio import atomic_outputs, check_outputs, naming, write_npy
     from locore.progress import progress_bar
     from locore.runtime.ames import FeatureFile
     from locore.runtime.backends import create_backend
@@ -101,56 +110,73 @@ def run(args: argparse.Namespace) -> int:
     from locore.runtime.shortlist import read_shortlist
     from locore.runtime.sliding_windows import Reranker
 
-    output_path(args.output, ".npy", "--output")
-    if args.scores_output is not None:
-        output_path(args.scores_output, ".npy", "--scores-output")
+    outputs = {"--output": args.output, "--scores-output": args.scores_output}
+    for flag, path in outputs.items():
+        if path is not None:
+            output_path(path, ".npy", flag)
+    check_outputs(
+        outputs, {f"--{name.replace('_', '-')}": getattr(args, name) for name in INPUT_FLAGS}
+    )
     params = rerank_params(args)
     shortlist = read_shortlist(args.shortlist, allow_pickle=args.allow_pickle)
-    backend = create_backend(args.model, args.backend, **backend_options(args))
-    reranker = Reranker(backend, params, clip_scales=args.clip_scales)
-    query_global = db_global = None
-    if reranker.packer.with_global:
-        if args.query_global is None or args.db_global is None:
-            raise ValueError(
-                f"{args.model} uses global descriptors: give --query-global and --db-global"
-            )
-        dim = backend.config.global_dim
-        query_global = read_global_descriptors(args.query_global, dim=dim)
-        db_global = read_global_descriptors(args.db_global, dim=dim)
-
     ranks = np.empty(shortlist.ids.shape, dtype=np.int64)
     scores = np.empty(shortlist.ids.shape, dtype=np.float32)
-    began = time.perf_counter()
-    with FeatureFile(args.query_features) as queries, FeatureFile(args.db_features) as database:
-        if query_global is not None and len(query_global) != len(queries):
-            raise ValueError(
-                f"{args.query_global} holds {len(query_global)} descriptors for "
-                f"{len(queries)} query images"
-            )
-        results = reranker.rerank_many(queries, database, shortlist, query_global, db_global)
-        bar = progress_bar(
-            results,
-            total=shortlist.num_queries,
-            desc="re-ranking",
-            unit="query",
-            enabled=not args.no_progress,
-        )
-        for q, result in enumerate(bar):
-            ranks[q] = result.ids
-            scores[q] = result.scores
-    elapsed = time.perf_counter() - began
+    with create_backend(args.model, args.backend, **backend_options(args)) as backend:
+        reranker = Reranker(backend, params, clip_scales=args.clip_scales)
+        query_global = db_global = None
+        if reranker.packer.with_global:
+            if args.query_global is None or args.db_global is None:
+                raise UsageError(
+                    f"{args.model} uses global descriptors: give --query-global and --db-global"
+                )
+            dim = backend.config.global_dim
+            query_global = read_global_descriptors(args.query_global, dim=dim)
+            db_global = read_global_descriptors(args.db_global, dim=dim)
 
-    with atomic_path(args.output) as tmp, open(tmp, "wb") as handle:
-        np.save(handle, ranks)
-    if args.scores_output is not None:
-        with atomic_path(args.scores_output) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, scores)
+        began = time.perf_counter()
+        with (
+            FeatureFile(args.query_features) as queries,
+            FeatureFile(args.db_features) as database,
+        ):
+            if query_global is not None and len(query_global) != len(queries):
+                raise ValueError(
+                    f"{args.query_global} holds {len(query_global)} descriptors for "
+                    f"{len(queries)} query images"
+                )
+            results = reranker.rerank_many(queries, database, shortlist, query_global, db_global)
+            bar = progress_bar(
+                results,
+                total=shortlist.num_queries,
+                desc="re-ranking",
+                unit="query",
+                enabled=not args.no_progress,
+            )
+            for q, result in enumerate(bar):
+                # a row padded by the search (id -1) yields its valid slots only: the rest stays
+                # padding, id -1 and score -inf, as faiss pads
+                n = len(result.ids)
+                ranks[q, :n], ranks[q, n:] = result.ids, PAD_ID
+                scores[q, :n], scores[q, n:] = result.scores, -np.inf
+        elapsed = time.perf_counter() - began
+        kind = backend.kind
+    bad = np.flatnonzero(np.isnan(scores).any(axis=1))
+    if bad.size:  # never write a ranking sorted on NaN
+        raise RuntimeError(
+            f"re-ranking produced NaN scores for {bad.size} of {shortlist.num_queries} queries "
+            f"(first: query {int(bad[0])}); nothing was written. Check the model ({args.model}) "
+            "and the inputs of those queries for NaN values"
+        )
+
+    with atomic_outputs(outputs) as temps:  # ranks and scores: one set, committed together
+        for flag, array in (("--output", ranks), ("--scores-output", scores)):
+            if flag in temps:
+                with naming(outputs[flag]):
+                    write_npy(temps[flag], array)
     per_query = reranker.calls / max(1, shortlist.num_queries)
     print(
         f"re-ranked {shortlist.num_queries} queries (top {min(params.topk, shortlist.length)} of "
         f"{shortlist.length}, window {params.window}, stride {params.stride}, {params.order}) "
-        f"with {args.model} on {backend.kind}: {per_query:.1f} model calls per query, "
+        f"with {args.model} on {kind}: {per_query:.1f} model calls per query, "
         f"{elapsed:.2f} s -> {args.output}"
     )
-    backend.close()
     return 0

@@ -2,7 +2,7 @@
 
 The struct layout, enums, status codes and input order come from :mod:`locore.scan_spec`;
 :func:`selective_scan_cpu` has the signature and semantics of
-``locore.model.selective_scan_ref`` (DESIGN.md section 3).
+``locore.model.selective_scan_ref`` (docs/design.md section 3).
 """
 
 from __future__ import annotations
@@ -49,6 +49,23 @@ class ScanParams(ctypes.Structure):
 # ---------------------------------------------------------------------------------------------
 # loading
 
+_REBUILD = (
+    f"rebuild it from this package's sources with `locore build-plugins`, or unset ${LIBRARY_ENV} "
+    "if it points at another library"
+)
+
+
+def _symbol(lib: ctypes.CDLL, path: object, name: str) -> Any:
+    """``lib.<name>``, or NativeLibraryError naming the missing symbol and what to do."""
+    try:
+        return getattr(lib, name)
+    except AttributeError:
+        raise NativeLibraryError(
+            f"{path} does not export {name}: it is not the SelectiveScan CPU library "
+            f"({library_filename()}) or was built from older sources; {_REBUILD}"
+        ) from None
+
+
 _lib_lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 
@@ -87,12 +104,25 @@ def load_cpu_library(build: bool = True) -> ctypes.CDLL:
             raise NativeLibraryError(
                 f"could not load {path} ({exc}); rebuild it with `locore build-plugins`"
             ) from exc
-        run = getattr(lib, spec.CPU_ENTRY_POINT)
+        run, status_string, abi_version = (
+            _symbol(lib, path, name)
+            for name in (
+                spec.CPU_ENTRY_POINT,
+                spec.STATUS_STRING_FUNCTION,
+                spec.ABI_VERSION_FUNCTION,
+            )
+        )
         run.argtypes = [ctypes.POINTER(ScanParams), ctypes.c_int32]
         run.restype = ctypes.c_int
-        status_string = getattr(lib, spec.STATUS_STRING_FUNCTION)
         status_string.argtypes = [ctypes.c_int]
         status_string.restype = ctypes.c_char_p
+        abi_version.argtypes = []
+        abi_version.restype = ctypes.c_int
+        if abi_version() != spec.ABI_VERSION:
+            raise NativeLibraryError(
+                f"{path} has SelectiveScan ABI version {abi_version()}, this package needs "
+                f"{spec.ABI_VERSION}; {_REBUILD}"
+            )
         log.debug("loaded %s", path)
         _lib = lib
         return lib
@@ -122,6 +152,17 @@ def _check(
     return np.ascontiguousarray(a)
 
 
+def _weight_dtype(dtype: np.dtype, weights: dict[str, Any]) -> np.dtype:
+    """The dtype of A, D and dt_bias for a call with I/O dtype ``dtype``: float32 (plugin
+    version 2) when the first weight array given is float32, else ``dtype`` (version 1);
+    ``_check`` then holds every weight to it."""
+    float32 = np.dtype(np.float32)
+    for value in weights.values():
+        if isinstance(value, np.ndarray):
+            return float32 if value.dtype == float32 else dtype
+    return float32
+
+
 def _symbols(dims: tuple[str, ...]) -> str:
     return "[" + ", ".join(dims) + "]"
 
@@ -145,10 +186,11 @@ def selective_scan_cpu(
 
     mamba2: x [B, L, H, P], dt [B, L, H], A [H], B, C [B, L, G, N], D, dt_bias [H],
     z [B, L, H, P]; mamba1: x (u) [B, L, Dc], dt (delta) [B, L, Dc], A [Dc, N], D,
-    dt_bias [Dc], z [B, L, Dc] (shapes: ``locore.scan_spec.INPUTS``). Every array is float32,
-    or every array float16 (state and accumulation are float32 either way); D, dt_bias and z
-    may be None. Returns y with the shape and dtype of x. ``num_threads``: 0 uses every
-    hardware thread.
+    dt_bias [Dc], z [B, L, Dc] (shapes: ``locore.scan_spec.INPUTS``). x, dt, B, C and z are
+    all float32 or all float16; A, D and dt_bias (``scan_spec.WEIGHT_INPUTS``) are float32
+    whatever x's dtype (plugin version 2) or, as in version 1, in x's dtype (state and
+    accumulation are float32 either way); D, dt_bias and z may be None. Returns y with the
+    shape and dtype of x. ``num_threads``: 0 uses every hardware thread.
     """
     if variant not in _VARIANTS:
         raise ValueError(
@@ -165,7 +207,12 @@ def selective_scan_cpu(
             "with x.astype(np.float32)"
         )
     dtype = x.dtype
-    same = f"every input must have x's dtype ({dtype}); cast with .astype(np.{dtype})"
+    same = f"x, dt, B, C and z must have x's dtype ({dtype}); cast with .astype(np.{dtype})"
+    weight_dtype = _weight_dtype(dtype, {"A": A, "D": D, "dt_bias": dt_bias})
+    weights = (
+        f"A, D and dt_bias must all be float32 (plugin version 2) or all x's dtype ({dtype}, "
+        "version 1); keep the weights float32"
+    )
     x_dims = spec.INPUTS[0].shape(variant)
     if x.ndim != len(x_dims):
         raise ValueError(
@@ -193,7 +240,10 @@ def selective_scan_cpu(
             arrays[tensor.name] = None
             continue
         shape = tuple(sizes[d] for d in tensor.shape(variant))
-        arrays[tensor.name] = _check(tensor.name, value, shape, dtype, same)
+        if tensor.same_dtype_as_x:
+            arrays[tensor.name] = _check(tensor.name, value, shape, dtype, same)
+        else:
+            arrays[tensor.name] = _check(tensor.name, value, shape, weight_dtype, weights)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"selective_scan_cpu: chunk_size must be an int >= 1, got {chunk_size!r}")
     if not isinstance(num_threads, int) or num_threads < 0:
@@ -215,6 +265,7 @@ def selective_scan_cpu(
         reverse=int(bool(reverse)),
         chunkSize=chunk_size,
         dtype=_DTYPES[dtype],
+        weightDtype=_DTYPES[weight_dtype],
         **pointers,
         **{spec.OUTPUT.field: y.ctypes.data},
     )

@@ -31,8 +31,10 @@ namespace
 
 nvinfer1::IPluginCreatorInterface* const* pluginCreators(int32_t& nbCreators) noexcept
 {
+    // Version 2 (A, D, dt_bias FP32) first; version 1 stays registered for engines built with it.
     static locore::plugin::SelectiveScanPluginCreator sSelectiveScanCreator{};
-    static nvinfer1::IPluginCreatorInterface* const kCREATORS[]{&sSelectiveScanCreator};
+    static locore::plugin::SelectiveScanPluginCreatorV1 sSelectiveScanCreatorV1{};
+    static nvinfer1::IPluginCreatorInterface* const kCREATORS[]{&sSelectiveScanCreator, &sSelectiveScanCreatorV1};
     nbCreators = static_cast<int32_t>(sizeof(kCREATORS) / sizeof(kCREATORS[0]));
     return kCREATORS;
 }
@@ -54,5 +56,7 @@ extern "C" LOCORE_PLUGIN_API void setLoggerFinder(nvinfer1::ILoggerFinder* finde
 // TensorRT 10.x and 11.x, which accepts IPluginCreatorV3One creators. The macro pastes its argument
 // into a variable name, so it takes an unqualified class name.
 using locore::plugin::SelectiveScanPluginCreator;
+using locore::plugin::SelectiveScanPluginCreatorV1;
 REGISTER_TENSORRT_PLUGIN(SelectiveScanPluginCreator);
+REGISTER_TENSORRT_PLUGIN(SelectiveScanPluginCreatorV1);
 #endif

@@ -1,6 +1,6 @@
 /*
  * SelectiveScan: the shared C++ interface of the CPU library, the CUDA kernel and the
- * TensorRT plugin. Semantics: DESIGN.md section 3 (token-major [B, L, ...], FP32 state).
+ * TensorRT plugin. Semantics: docs/design.md section 3 (token-major [B, L, ...], FP32 state).
  * The contract is written once in locore/scan_spec.py; tests/test_scan_spec.py checks this
  * header (enums, status codes, LocoreScanParams, the input list below) against it.
  *
@@ -14,7 +14,9 @@
  *   6 dt_bias [H]                       (zeros when the model has no bias)
  *   7 z       same shape as x           (optional: a node with 7 inputs has no z)
  * Output: y, same shape and dtype as x.
- * All tensors share one dtype, FP32 or FP16; state and accumulation are FP32.
+ * x, dt, B, C, z and y share one dtype (`dtype`), FP32 or FP16; A, D and dt_bias have the
+ * dtype `weightDtype`: FP32 for plugin version "2" (the weights stay FP32 in every precision),
+ * x's dtype for version "1". State and accumulation are FP32.
  */
 #ifndef LOCORE_SELECTIVE_SCAN_H
 #define LOCORE_SELECTIVE_SCAN_H
@@ -50,7 +52,8 @@ typedef struct LocoreScanParams
     int32_t dtSoftplus; /* 0 or 1 */
     int32_t reverse;    /* 0 or 1 */
     int32_t chunkSize;  /* hint, > 0 */
-    int32_t dtype;      /* LocoreScanDType of every tensor below */
+    int32_t dtype;       /* LocoreScanDType of x, dt, B, C, z and y */
+    int32_t weightDtype; /* LocoreScanDType of A, D and dtBias */
     const void* x;
     const void* dt;
     const void* A;
@@ -80,6 +83,10 @@ int locore_selective_scan_cuda(const LocoreScanParams* params, void* workspace, 
 
 /* Human-readable text for a status code (static storage). */
 const char* locore_scan_status_string(int status);
+
+/* Layout version of LocoreScanParams: 2 since weightDtype was added (plugin version 2). A caller
+ * (the ctypes binding) refuses a library that reports another version or lacks this function. */
+int locore_scan_abi_version(void);
 
 #ifdef __cplusplus
 } /* extern "C" */

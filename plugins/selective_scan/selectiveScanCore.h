@@ -2,7 +2,7 @@
  * SelectiveScan kernel core: the arithmetic shared by the CPU library (selectiveScanCpu.cpp)
  * and the CUDA kernel (selectiveScanKernel.cu). Every function here is plain C++ when compiled
  * by a host compiler and __host__ __device__ under nvcc (LOCORE_HD), so the CPU build, its
- * tests and the CUDA build run the same element-wise math. Semantics: DESIGN.md section 3.
+ * tests and the CUDA build run the same element-wise math. Semantics: docs/design.md section 3.
  *
  * Structure of a scan (both back ends):
  *   - the work is split into independent "rows": (head h, channel p) pairs of one group g
@@ -119,7 +119,7 @@ LOCORE_HD int rowsPerGroup(const LocoreScanParams& p)
     return p.nheads / p.ngroups * p.headdim;
 }
 
-/* ---- indexing (token-major layouts of DESIGN.md section 3) ------------------------------ */
+/* ---- indexing (token-major layouts of docs/design.md section 3) ------------------------------ */
 
 /* Token read at logical step tau (the recurrence visits tau = 0, 1, ..). */
 LOCORE_HD int64_t tokenAt(int64_t tau, int64_t seqlen, bool reverse)
@@ -263,6 +263,10 @@ inline int validateParams(const LocoreScanParams* p)
         return LOCORE_SCAN_BAD_ARGUMENT;
     }
     if (p->dtype != LOCORE_SCAN_FLOAT32 && p->dtype != LOCORE_SCAN_FLOAT16)
+    {
+        return LOCORE_SCAN_BAD_ARGUMENT;
+    }
+    if (p->weightDtype != LOCORE_SCAN_FLOAT32 && p->weightDtype != LOCORE_SCAN_FLOAT16)
     {
         return LOCORE_SCAN_BAD_ARGUMENT;
     }

@@ -97,6 +97,14 @@ LOCORE_ALWAYS_INLINE float load(const uint16_t* p, int64_t i)
     return halfBitsToFloat(p[i]);
 }
 
+/* Element i of a weight tensor (A, D, dt_bias) of LocoreScanDType `dtype`, as float: the weights
+ * are FP32 with FP16 x (plugin version 2) or share x's dtype (version 1). Read once per work
+ * item, off the hot loop. */
+float loadWeight(const void* p, int32_t dtype, int64_t i)
+{
+    return dtype == LOCORE_SCAN_FLOAT16 ? load(static_cast<const uint16_t*>(p), i) : load(static_cast<const float*>(p), i);
+}
+
 LOCORE_ALWAYS_INLINE void store(float* p, int64_t i, float v)
 {
     p[i] = v;
@@ -237,11 +245,12 @@ LOCORE_ALWAYS_INLINE void runItemImpl(const LocoreScanParams& p, const WorkItem&
 
     const T* x = static_cast<const T*>(p.x);
     const T* dt = static_cast<const T*>(p.dt);
-    const T* A = static_cast<const T*>(p.A);
+    const void* A = p.A; /* A, D, dt_bias: weightDtype (loadWeight) */
     const T* Bm = static_cast<const T*>(p.B);
     const T* Cm = static_cast<const T*>(p.C);
-    const T* D = static_cast<const T*>(p.D);
-    const T* bias = static_cast<const T*>(p.dtBias);
+    const void* D = p.D;
+    const void* bias = p.dtBias;
+    const int32_t wdt = p.weightDtype;
     const T* z = static_cast<const T*>(p.z);
     T* y = static_cast<T*>(p.y);
 
@@ -268,9 +277,9 @@ LOCORE_ALWAYS_INLINE void runItemImpl(const LocoreScanParams& p, const WorkItem&
         const int first = (h - item.g * rep) * P - item.rowBegin;
         seg[j] = std::max(first, 0);
         seg[j + 1] = std::min(first + P, rows);
-        headA[j] = mamba1 ? 0.0f : load(A, h);
-        headD[j] = D ? load(D, h) : 0.0f;
-        headBias[j] = bias ? load(bias, h) : 0.0f;
+        headA[j] = mamba1 ? 0.0f : loadWeight(A, wdt, h);
+        headD[j] = D ? loadWeight(D, wdt, h) : 0.0f;
+        headBias[j] = bias ? loadWeight(bias, wdt, h) : 0.0f;
     }
     if (mamba1)
     {
@@ -281,7 +290,7 @@ LOCORE_ALWAYS_INLINE void runItemImpl(const LocoreScanParams& p, const WorkItem&
         {
             for (int n = 0; n < N; ++n)
             {
-                sc.aT[static_cast<size_t>(n) * ld + r] = load(A, static_cast<int64_t>(hFirst + r) * N + n);
+                sc.aT[static_cast<size_t>(n) * ld + r] = loadWeight(A, wdt, static_cast<int64_t>(hFirst + r) * N + n);
             }
         }
     }

@@ -42,6 +42,14 @@ __device__ __forceinline__ float toFloat(__half v)
     return __half2float(v);
 }
 
+/* Element i of a weight tensor (A, D, dt_bias) of LocoreScanDType `dtype`: FP32 whatever x's
+ * dtype (plugin version 2) or x's dtype (version 1). */
+__device__ __forceinline__ float loadWeight(const void* p, int32_t dtype, int64_t i)
+{
+    return dtype == LOCORE_SCAN_FLOAT16 ? __half2float(static_cast<const __half*>(p)[i])
+                                        : static_cast<const float*>(p)[i];
+}
+
 __device__ __forceinline__ void storeAs(float* out, int64_t i, float v)
 {
     out[i] = v;
@@ -79,11 +87,12 @@ __global__ void __launch_bounds__(kThreads) selectiveScanKernel(LaunchArgs args)
 
     const T* __restrict__ x = static_cast<const T*>(p.x);
     const T* __restrict__ dt = static_cast<const T*>(p.dt);
-    const T* __restrict__ A = static_cast<const T*>(p.A);
+    const void* A = p.A; /* A, D, dt_bias: weightDtype (loadWeight) */
     const T* __restrict__ Bm = static_cast<const T*>(p.B);
     const T* __restrict__ Cm = static_cast<const T*>(p.C);
-    const T* __restrict__ D = static_cast<const T*>(p.D);
-    const T* __restrict__ bias = static_cast<const T*>(p.dtBias);
+    const void* D = p.D;
+    const void* bias = p.dtBias;
+    const int32_t wdt = p.weightDtype;
     const T* __restrict__ z = static_cast<const T*>(p.z);
     T* __restrict__ y = static_cast<T*>(p.y);
 
@@ -116,7 +125,7 @@ __global__ void __launch_bounds__(kThreads) selectiveScanKernel(LaunchArgs args)
                 int h = 0;
                 int ch = 0;
                 rowToHeadChannel(g, rowBegin + r, rep, P, &h, &ch);
-                aReg[k][j] = toFloat(A[static_cast<int64_t>(h) * N + n]);
+                aReg[k][j] = loadWeight(A, wdt, static_cast<int64_t>(h) * N + n);
             }
         }
     }
@@ -150,10 +159,10 @@ __global__ void __launch_bounds__(kThreads) selectiveScanKernel(LaunchArgs args)
                 rowToHeadChannel(g, rowBegin + r, rep, P, &h, &ch);
                 const int64_t t = tokenAt(c0 + i, L, reverse);
                 xv = toFloat(x[xIndex(b, t, h, ch, L, H, P)]);
-                const float bv = bias ? toFloat(bias[h]) : 0.0f;
+                const float bv = bias ? loadWeight(bias, wdt, h) : 0.0f;
                 const float d = effectiveDt(toFloat(dt[dtIndex(b, t, h, L, H)]), bv, softplus);
                 xdt = d * xv;
-                dec = kMamba1 ? d : decayFactor(d, toFloat(A[h]));
+                dec = kMamba1 ? d : decayFactor(d, loadWeight(A, wdt, h));
             }
             xdtq[idx] = xdt;
             decq[idx] = dec;
@@ -207,7 +216,7 @@ __global__ void __launch_bounds__(kThreads) selectiveScanKernel(LaunchArgs args)
                 rowToHeadChannel(g, rowBegin + r, rep, P, &h, &ch);
                 const int64_t t = tokenAt(c0 + i, L, reverse);
                 const int64_t o = xIndex(b, t, h, ch, L, H, P);
-                const float dv = D ? toFloat(D[h]) : 0.0f;
+                const float dv = D ? loadWeight(D, wdt, h) : 0.0f;
                 const float zv = z ? toFloat(z[o]) : 0.0f;
                 const float* pr = part + idx * kPartStride;
                 float acc = 0.0f;

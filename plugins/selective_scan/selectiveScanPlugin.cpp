@@ -240,6 +240,29 @@ bool toScanDType(DataType type, int32_t& dtype) noexcept
     }
 }
 
+//! A, D and dt_bias: FP32 in every precision from version 2 on.
+bool isWeightInput(int32_t input) noexcept
+{
+    return input == kA || input == kD || input == kDT_BIAS;
+}
+
+//! The data type input `input` must have, given x's type.
+DataType expectedInputType(SelectiveScanVersion version, int32_t input, DataType xType) noexcept
+{
+    return version == SelectiveScanVersion::kV2 && isWeightInput(input) ? DataType::kFLOAT : xType;
+}
+
+//! params.dtype and params.weightDtype from x's type; false when x is neither FP32 nor FP16.
+bool setScanDTypes(SelectiveScanVersion version, DataType xType, LocoreScanParams& params) noexcept
+{
+    if (!toScanDType(xType, params.dtype))
+    {
+        return false;
+    }
+    params.weightDtype = version == SelectiveScanVersion::kV2 ? LOCORE_SCAN_FLOAT32 : params.dtype;
+    return true;
+}
+
 LocoreScanParams makeParams(SelectiveScanAttributes const& attributes) noexcept
 {
     LocoreScanParams params{};
@@ -248,6 +271,7 @@ LocoreScanParams makeParams(SelectiveScanAttributes const& attributes) noexcept
     params.reverse = attributes.reverse;
     params.chunkSize = attributes.chunkSize;
     params.dtype = LOCORE_SCAN_FLOAT32;
+    params.weightDtype = LOCORE_SCAN_FLOAT32;
     return params;
 }
 
@@ -340,7 +364,13 @@ bool parseFlag(PluginField const& field, int32_t& flag, std::string& error)
 
 } // namespace
 
-bool parseSelectiveScanFields(PluginFieldCollection const* fc, SelectiveScanAttributes& attributes, std::string& error)
+char const* selectiveScanVersionString(SelectiveScanVersion version) noexcept
+{
+    return version == SelectiveScanVersion::kV1 ? kSELECTIVE_SCAN_PLUGIN_VERSION_1 : kSELECTIVE_SCAN_PLUGIN_VERSION;
+}
+
+bool parseSelectiveScanFields(PluginFieldCollection const* fc, SelectiveScanAttributes& attributes, std::string& error,
+    SelectiveScanVersion version)
 {
     if (fc == nullptr)
     {
@@ -416,10 +446,11 @@ bool parseSelectiveScanFields(PluginFieldCollection const* fc, SelectiveScanAttr
         else if (name == "plugin_version")
         {
             std::string text;
-            if (readString(field, text) && !text.empty() && text != kSELECTIVE_SCAN_PLUGIN_VERSION)
+            char const* const expected = selectiveScanVersionString(version);
+            if (readString(field, text) && !text.empty() && text != expected)
             {
-                error = "field 'plugin_version' is \"" + text + "\" but this creator makes version \""
-                    + kSELECTIVE_SCAN_PLUGIN_VERSION + "\"";
+                error = "field 'plugin_version' is \"" + text + "\" but this creator makes version \"" + expected
+                    + "\"";
                 return false;
             }
         }
@@ -439,11 +470,12 @@ bool parseSelectiveScanFields(PluginFieldCollection const* fc, SelectiveScanAttr
 // SelectiveScanPlugin
 // ---------------------------------------------------------------------------------------------
 
-SelectiveScanPlugin::SelectiveScanPlugin(SelectiveScanAttributes const& attributes)
-    : mAttributes(attributes)
+SelectiveScanPlugin::SelectiveScanPlugin(SelectiveScanAttributes const& attributes, SelectiveScanVersion version)
+    : SelectiveScanIdentity<nvinfer1::IPluginV3OneCore>(version)
+    , mAttributes(attributes)
 {
     std::ostringstream os;
-    os << "variant=" << variantName(mAttributes.variant) << ";dt_softplus=" << mAttributes.dtSoftplus
+    os << "version=" << selectiveScanVersionString(version) << ";variant=" << variantName(mAttributes.variant) << ";dt_softplus=" << mAttributes.dtSoftplus
        << ";reverse=" << mAttributes.reverse << ";chunk_size=" << mAttributes.chunkSize;
     mMetadata = os.str();
 }
@@ -561,8 +593,9 @@ bool SelectiveScanPlugin::supportsFormatCombination(
     {
         return desc.type == DataType::kFLOAT || desc.type == DataType::kHALF;
     }
-    // Every other input and the output share the type of x (decided at pos 0).
-    return desc.type == inOut[0].desc.type;
+    // Version 2: A, D and dt_bias are FP32; every other input and the output share the type of x
+    // (decided at pos 0). Version 1: all share x's type.
+    return desc.type == expectedInputType(version(), pos < nbInputs ? pos : -1, inOut[0].desc.type);
 }
 
 int32_t SelectiveScanPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
@@ -609,7 +642,7 @@ size_t SelectiveScanPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc c
         LocoreScanParams params{};
         std::string error;
         if (!shapesToParams(mAttributes, inputs, nbInputs, maximumDims, params, error)
-            || !toScanDType(inputs[kX].desc.type, params.dtype))
+            || !setScanDTypes(version(), inputs[kX].desc.type, params))
         {
             return 0; // configurePlugin() reports the problem
         }
@@ -638,10 +671,12 @@ int32_t SelectiveScanPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in,
         }
         for (int32_t i = 0; i < nbInputs; ++i)
         {
-            if (in[i].type != in[kX].type)
+            if (in[i].type != expectedInputType(version(), i, in[kX].type))
             {
-                logError(
-                    "input " + std::to_string(i) + " (" + kINPUT_NAMES[i] + ") must have the data type of input 0 (x)");
+                logError("input " + std::to_string(i) + " (" + kINPUT_NAMES[i] + ") must be "
+                    + (in[i].type == in[kX].type ? std::string{"FP32"} : std::string{"of the data type of input 0 (x)"})
+                    + " for plugin version " + selectiveScanVersionString(version())
+                    + " (version 2: A, D, dt_bias FP32; version 1: every input in x's type)");
                 return 1;
             }
         }
@@ -682,7 +717,7 @@ int32_t SelectiveScanPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc
             logError(error);
             return LOCORE_SCAN_BAD_ARGUMENT;
         }
-        if (!toScanDType(inputDesc[kX].type, params.dtype))
+        if (!setScanDTypes(version(), inputDesc[kX].type, params))
         {
             logError("input 0 (x) must be FP32 or FP16");
             return LOCORE_SCAN_UNSUPPORTED;
@@ -749,7 +784,8 @@ PluginFieldCollection const* SelectiveScanPlugin::getFieldsToSerialize() noexcep
 // SelectiveScanPluginCreator
 // ---------------------------------------------------------------------------------------------
 
-SelectiveScanPluginCreator::SelectiveScanPluginCreator()
+SelectiveScanPluginCreator::SelectiveScanPluginCreator(SelectiveScanVersion version)
+    : SelectiveScanIdentity<nvinfer1::IPluginCreatorV3One>(version)
 {
     // Advertised build-time fields: the ONNX parser passes exactly these node attributes.
     mFieldNames.emplace_back("variant", nullptr, PluginFieldType::kCHAR, 0);
@@ -774,12 +810,12 @@ nvinfer1::IPluginV3* SelectiveScanPluginCreator::createPlugin(
     {
         SelectiveScanAttributes attributes{};
         std::string error;
-        if (!parseSelectiveScanFields(fc, attributes, error))
+        if (!parseSelectiveScanFields(fc, attributes, error, version()))
         {
             logError(std::string{"cannot create layer '"} + (name != nullptr ? name : "") + "': " + error);
             return nullptr;
         }
-        return new SelectiveScanPlugin(attributes);
+        return new SelectiveScanPlugin(attributes, version());
     }
     catch (std::exception const& e)
     {

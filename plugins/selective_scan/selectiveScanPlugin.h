@@ -1,9 +1,11 @@
 /*
- * TensorRT plugin `SelectiveScan`, version "1", namespace "": the glue between TensorRT's
- * IPluginV3 interface and the CUDA kernel declared in selectiveScan.h.
+ * TensorRT plugin `SelectiveScan`, versions "2" and "1", namespace "": the glue between TensorRT's
+ * IPluginV3 interface and the CUDA kernel declared in selectiveScan.h. Version "2" takes A, D and
+ * dt_bias in FP32 whatever x's dtype; version "1" (every input in x's dtype) stays registered for
+ * engines built with it, as TensorRT OSS keeps old plugin versions.
  *
  * The op contract (inputs, attributes, semantics) is in README.md beside this file and in
- * DESIGN.md section 3; in code, locore/scan_spec.py, which tests/test_scan_spec.py checks the
+ * docs/design.md section 3; in code, locore/scan_spec.py, which tests/test_scan_spec.py checks the
  * names, fields and defaults of this plugin against. This file uses only the IPluginV3 family
  * of interfaces, so that it builds against the headers of TensorRT 10.x (10.3 and later) and
  * 11.x alike.
@@ -22,11 +24,24 @@ namespace locore
 namespace plugin
 {
 
-//! Plugin name, version and namespace: the ONNX node `locore::SelectiveScan` with
-//! plugin_version="1" and plugin_namespace="" resolves to this creator.
+//! Plugin name, versions and namespace: the ONNX node `locore::SelectiveScan` with
+//! plugin_version="2" (what the exporter writes) or "1" and plugin_namespace="" resolves to the
+//! creator of that version.
 constexpr char const* kSELECTIVE_SCAN_PLUGIN_NAME{"SelectiveScan"};
-constexpr char const* kSELECTIVE_SCAN_PLUGIN_VERSION{"1"};
+constexpr char const* kSELECTIVE_SCAN_PLUGIN_VERSION{"2"};
+constexpr char const* kSELECTIVE_SCAN_PLUGIN_VERSION_1{"1"};
 constexpr char const* kSELECTIVE_SCAN_PLUGIN_NAMESPACE{""};
+
+//! The I/O contract of a plugin version: 2 = A, D and dt_bias are FP32 whatever x's dtype;
+//! 1 = every input has x's dtype.
+enum class SelectiveScanVersion : int32_t
+{
+    kV1 = 1,
+    kV2 = 2,
+};
+
+//! "1" or "2".
+char const* selectiveScanVersionString(SelectiveScanVersion version) noexcept;
 
 //! Number of inputs without / with the optional gate z.
 constexpr int32_t kSELECTIVE_SCAN_MIN_INPUTS{7};
@@ -49,18 +64,29 @@ template <typename Interface>
 class SelectiveScanIdentity : public Interface
 {
 public:
+    explicit SelectiveScanIdentity(SelectiveScanVersion version) noexcept
+        : mVersion(version)
+    {
+    }
     char const* getPluginName() const noexcept override
     {
         return kSELECTIVE_SCAN_PLUGIN_NAME;
     }
     char const* getPluginVersion() const noexcept override
     {
-        return kSELECTIVE_SCAN_PLUGIN_VERSION;
+        return selectiveScanVersionString(mVersion);
     }
     char const* getPluginNamespace() const noexcept override
     {
         return kSELECTIVE_SCAN_PLUGIN_NAMESPACE;
     }
+    SelectiveScanVersion version() const noexcept
+    {
+        return mVersion;
+    }
+
+private:
+    SelectiveScanVersion mVersion;
 };
 
 //!
@@ -72,7 +98,7 @@ class SelectiveScanPlugin : public nvinfer1::IPluginV3,
                             public nvinfer1::IPluginV3OneRuntime
 {
 public:
-    explicit SelectiveScanPlugin(SelectiveScanAttributes const& attributes);
+    SelectiveScanPlugin(SelectiveScanAttributes const& attributes, SelectiveScanVersion version);
     SelectiveScanPlugin(SelectiveScanPlugin const& other);
     SelectiveScanPlugin& operator=(SelectiveScanPlugin const&) = delete;
     ~SelectiveScanPlugin() override = default;
@@ -127,7 +153,7 @@ private:
 class SelectiveScanPluginCreator : public SelectiveScanIdentity<nvinfer1::IPluginCreatorV3One>
 {
 public:
-    SelectiveScanPluginCreator();
+    explicit SelectiveScanPluginCreator(SelectiveScanVersion version = SelectiveScanVersion::kV2);
     ~SelectiveScanPluginCreator() override = default;
 
     nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;
@@ -140,15 +166,29 @@ private:
 };
 
 //!
+//! \brief The creator of version "1" (every input in x's dtype), default-constructible for
+//! REGISTER_TENSORRT_PLUGIN; getCreators() returns both versions.
+//!
+class SelectiveScanPluginCreatorV1 : public SelectiveScanPluginCreator
+{
+public:
+    SelectiveScanPluginCreatorV1()
+        : SelectiveScanPluginCreator(SelectiveScanVersion::kV1)
+    {
+    }
+};
+
+//!
 //! \brief Parse plugin fields into validated attributes.
 //!
 //! Known fields: `variant` (kCHAR "mamba2"/"mamba1", or an integer 0/1), `dt_softplus`, `reverse`
-//! (integers 0/1), `chunk_size` (integer > 0). `plugin_version` and `plugin_namespace` (the ONNX
-//! node's routing attributes) are accepted and checked; other fields are ignored with a warning.
-//! Absent fields keep their defaults. Returns false and sets `error` on an invalid value.
+//! (integers 0/1), `chunk_size` (integer > 0). `plugin_version` (must be `version`'s string when
+//! present) and `plugin_namespace` (the ONNX node's routing attributes) are accepted and checked;
+//! other fields are ignored with a warning. Absent fields keep their defaults. Returns false and
+//! sets `error` on an invalid value.
 //!
-bool parseSelectiveScanFields(
-    nvinfer1::PluginFieldCollection const* fc, SelectiveScanAttributes& attributes, std::string& error);
+bool parseSelectiveScanFields(nvinfer1::PluginFieldCollection const* fc, SelectiveScanAttributes& attributes,
+    std::string& error, SelectiveScanVersion version = SelectiveScanVersion::kV2);
 
 } // namespace plugin
 } // namespace locore

@@ -1,5 +1,11 @@
-/* Status strings of the SelectiveScan C ABI (selectiveScan.h); compiled into each library. */
+/* Status strings and ABI version of the SelectiveScan C ABI (selectiveScan.h); compiled into
+ * each library. */
 #include "selectiveScan.h"
+
+extern "C" int locore_scan_abi_version(void)
+{
+    return 2; /* LocoreScanParams with weightDtype (plugin version 2); locore/scan_spec.py ABI_VERSION */
+}
 
 extern "C" const char* locore_scan_status_string(int status)
 {

@@ -118,11 +118,17 @@ int main()
 
     int32_t nbCreators{0};
     IPluginCreatorInterface* const* creators = getCreators(nbCreators);
-    CHECK(nbCreators == 1 && creators != nullptr);
+    // Version 2 (A, D, dt_bias FP32) and version 1 (every input in x's dtype), both registered.
+    CHECK(nbCreators == 2 && creators != nullptr);
     CHECK(std::strcmp(creators[0]->getInterfaceInfo().kind, "PLUGIN CREATOR_V3ONE") == 0);
+    CHECK(std::strcmp(creators[1]->getInterfaceInfo().kind, "PLUGIN CREATOR_V3ONE") == 0);
     auto& creator = *static_cast<IPluginCreatorV3One*>(creators[0]);
+    auto& creatorV1 = *static_cast<IPluginCreatorV3One*>(creators[1]);
     CHECK(std::strcmp(creator.getPluginName(), "SelectiveScan") == 0);
-    CHECK(std::strcmp(creator.getPluginVersion(), "1") == 0);
+    CHECK(std::strcmp(creator.getPluginVersion(), "2") == 0);
+    CHECK(std::strcmp(creatorV1.getPluginName(), "SelectiveScan") == 0);
+    CHECK(std::strcmp(creatorV1.getPluginVersion(), "1") == 0);
+    CHECK(std::strcmp(creatorV1.getPluginNamespace(), "") == 0);
     CHECK(std::strcmp(creator.getPluginNamespace(), "") == 0);
     CHECK(creator.getFieldNames()->nbFields == 4);
 
@@ -133,7 +139,7 @@ int main()
     int32_t const chunk{32};
     std::vector<PluginField> fields{{"variant", "mamba2", PluginFieldType::kCHAR, 7},
         {"dt_softplus", &one, PluginFieldType::kINT32, 1}, {"reverse", &zero, PluginFieldType::kINT32, 1},
-        {"chunk_size", &chunk, PluginFieldType::kINT32, 1}, {"plugin_version", "1", PluginFieldType::kCHAR, 2},
+        {"chunk_size", &chunk, PluginFieldType::kINT32, 1}, {"plugin_version", "2", PluginFieldType::kCHAR, 2},
         {"plugin_namespace", "", PluginFieldType::kCHAR, 1}, {"unknown", &one, PluginFieldType::kINT32, 1}};
     IPluginV3* plugin = create(creator, fields, TensorRTPhase::kBUILD);
     CHECK(plugin != nullptr);
@@ -149,14 +155,16 @@ int main()
     CHECK(std::strcmp(build->getInterfaceInfo().kind, "PLUGIN_V3ONE_BUILD") == 0);
     CHECK(std::strcmp(runtime->getInterfaceInfo().kind, "PLUGIN_V3ONE_RUNTIME") == 0);
     CHECK(std::strcmp(core->getPluginName(), "SelectiveScan") == 0);
-    CHECK(std::string{build->getMetadataString()} == "variant=mamba2;dt_softplus=1;reverse=0;chunk_size=32");
+    CHECK(std::strcmp(core->getPluginVersion(), "2") == 0);
+    CHECK(std::string{build->getMetadataString()} == "version=2;variant=mamba2;dt_softplus=1;reverse=0;chunk_size=32");
     CHECK(build->getNbOutputs() == 1);
 
     // Invalid fields: creation fails with a message.
     CHECK(create(creator, {{"variant", "mamba3", PluginFieldType::kCHAR, 6}}, TensorRTPhase::kBUILD) == nullptr);
     CHECK(logger.last.find("mamba3") != std::string::npos);
     CHECK(create(creator, {{"reverse", &chunk, PluginFieldType::kINT32, 1}}, TensorRTPhase::kBUILD) == nullptr);
-    CHECK(create(creator, {{"plugin_version", "2", PluginFieldType::kCHAR, 1}}, TensorRTPhase::kBUILD) == nullptr);
+    CHECK(create(creator, {{"plugin_version", "1", PluginFieldType::kCHAR, 1}}, TensorRTPhase::kBUILD) == nullptr);
+    CHECK(create(creatorV1, {{"plugin_version", "2", PluginFieldType::kCHAR, 1}}, TensorRTPhase::kBUILD) == nullptr);
     // A Python-style string without NUL and an integer variant are accepted.
     IPluginV3* pyStyle = create(creator, {{"variant", "mamba1", PluginFieldType::kCHAR, 6}}, TensorRTPhase::kBUILD);
     CHECK(pyStyle != nullptr);
@@ -185,6 +193,10 @@ int main()
         }
     }
     in[8] = in[0];
+    for (int32_t i : {2, 5, 6})
+    {
+        in[i].desc.type = DataType::kFLOAT; // version 2: A, D, dt_bias FP32 with FP16 x
+    }
     CHECK(build->configurePlugin(in, 8, &in[8], 1) == 0);
     CHECK(build->getWorkspaceSize(in, 8, &in[8], 1) == 2 * 4 * sizeof(float));
     for (int32_t pos = 0; pos < 9; ++pos)
@@ -194,6 +206,9 @@ int main()
     in[3].desc.type = DataType::kFLOAT;
     CHECK(!build->supportsFormatCombination(3, in, 8, 1));
     in[3].desc.type = DataType::kHALF;
+    in[2].desc.type = DataType::kHALF; // FP16 A: version 1's contract, refused by version 2
+    CHECK(!build->supportsFormatCombination(2, in, 8, 1));
+    in[2].desc.type = DataType::kFLOAT;
     in[5].desc.format = TensorFormat::kHWC8;
     CHECK(!build->supportsFormatCombination(5, in, 8, 1));
     in[5].desc.format = TensorFormat::kLINEAR;
@@ -237,11 +252,52 @@ int main()
     LocoreScanParams const& p = gLastParams;
     CHECK(p.batch == 2 && p.seqlen == 37 && p.nheads == 4 && p.headdim == 8 && p.ngroups == 2 && p.dstate == 16);
     CHECK(p.variant == LOCORE_SCAN_MAMBA2 && p.dtSoftplus == 1 && p.reverse == 0 && p.chunkSize == 32);
-    CHECK(p.dtype == LOCORE_SCAN_FLOAT16);
+    CHECK(p.dtype == LOCORE_SCAN_FLOAT16 && p.weightDtype == LOCORE_SCAN_FLOAT32);
     CHECK(p.x == inputs[0] && p.dt == inputs[1] && p.A == inputs[2] && p.B == inputs[3] && p.C == inputs[4]);
     CHECK(p.D == inputs[5] && p.dtBias == inputs[6] && p.z == inputs[7] && p.y == outputs[0]);
+    actual[6].type = DataType::kHALF; // FP16 dt_bias: refused by version 2
+    CHECK(contextRuntime->onShapeChange(actual, 8, &output, 1) != 0);
+    CHECK(logger.last.find("input 6 (dt_bias) must be FP32") != std::string::npos);
+    actual[6].type = DataType::kFLOAT;
     actual[2].dims = makeDims({5}); // A no longer matches H
     CHECK(contextRuntime->onShapeChange(actual, 8, &output, 1) != 0);
+
+    // Version 1: every input in x's dtype (FP16 A, D, dt_bias), passed to the kernel as such.
+    IPluginV3* v1 = create(creatorV1, {{"plugin_version", "1", PluginFieldType::kCHAR, 2}}, TensorRTPhase::kBUILD);
+    CHECK(v1 != nullptr);
+    if (v1 != nullptr)
+    {
+        CHECK(std::strcmp(capability<IPluginV3OneCore>(v1, PluginCapabilityType::kCORE)->getPluginVersion(), "1") == 0);
+        auto* v1Build = capability<IPluginV3OneBuild>(v1, PluginCapabilityType::kBUILD);
+        auto* v1Runtime = capability<IPluginV3OneRuntime>(v1, PluginCapabilityType::kRUNTIME);
+        DynamicPluginTensorDesc half[9];
+        PluginTensorDesc halfActual[8];
+        for (int32_t i = 0; i < 9; ++i)
+        {
+            half[i] = in[i < 8 ? i : 0];
+            half[i].desc.type = DataType::kHALF;
+        }
+        for (int32_t pos = 0; pos < 9; ++pos)
+        {
+            CHECK(v1Build->supportsFormatCombination(pos, half, 8, 1));
+        }
+        half[2].desc.type = DataType::kFLOAT;
+        CHECK(!v1Build->supportsFormatCombination(2, half, 8, 1));
+        for (int32_t i = 0; i < 8; ++i)
+        {
+            halfActual[i] = half[i].desc;
+            halfActual[i].type = DataType::kHALF;
+            if (halfActual[i].dims.nbDims > 1)
+            {
+                halfActual[i].dims.d[1] = 5;
+            }
+        }
+        PluginTensorDesc halfOut = halfActual[0];
+        CHECK(v1Runtime->onShapeChange(halfActual, 8, &halfOut, 1) == 0);
+        CHECK(v1Runtime->enqueue(halfActual, &halfOut, inputs, outputs, nullptr, nullptr) == 0);
+        CHECK(p.dtype == LOCORE_SCAN_FLOAT16 && p.weightDtype == LOCORE_SCAN_FLOAT16 && p.seqlen == 5);
+    }
+    delete v1;
 
     // Serialization round trip: the runtime-phase plugin has the same attributes.
     PluginFieldCollection const* serialized = runtime->getFieldsToSerialize();
@@ -275,6 +331,7 @@ int main()
         CHECK(m1Runtime->enqueue(desc1, &out1, inputs, outputs, nullptr, nullptr) == 0);
         CHECK(p.batch == 3 && p.seqlen == 5 && p.nheads == 6 && p.headdim == 1 && p.ngroups == 3 && p.dstate == 4);
         CHECK(p.variant == LOCORE_SCAN_MAMBA1 && p.dtype == LOCORE_SCAN_FLOAT32 && p.z == nullptr);
+        CHECK(p.weightDtype == LOCORE_SCAN_FLOAT32);
         desc1[2].dims = makeDims({6, 5}); // A's N differs from B's
         CHECK(m1Runtime->onShapeChange(desc1, 7, &out1, 1) != 0);
         // An empty sequence launches nothing.

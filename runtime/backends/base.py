@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -42,14 +43,17 @@ from locore.config import (
     GALLERY_DESC,
     GALLERY_DIM,
     GALLERY_MASK,
+    GALLERY_SCALE,
     QUERY_DESC,
     QUERY_MASK,
+    QUERY_SCALE,
     SCORES,
     ConfigError,
     GraphIO,
     LocoreConfig,
     TensorSpec,
 )
+from locore.errors import UsageError
 from locore.runtime.metadata import parse_graph_io, parse_model_metadata
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,31 @@ FLOAT_DTYPES = ("float32", "float16")
 
 class FeedError(ValueError):
     """The arrays given to :meth:`Runner.infer` do not match the model's inputs."""
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def check_threads(threads: int | None, what: str = "threads") -> int | None:
+    """``threads`` checked: None (the runtime's default: every core) or an integer in
+    ``[1, available_cores()]``. More threads than cores only slows a run down (2,000 threads on
+    2 cores turned a 1 s run into minutes), so it is refused with :class:`UsageError`."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int | np.integer):
+        raise UsageError(f"{what} must be an integer or None, got {threads!r}")
+    cores = available_cores()
+    if not 1 <= threads <= cores:
+        raise UsageError(
+            f"{what} must be between 1 and {cores} (the CPU cores available to this process), "
+            f"got {threads}; leave it unset to use every core"
+        )
+    return int(threads)
 
 
 def format_shape(shape: tuple[int | str, ...] | tuple[int, ...]) -> str:
@@ -103,6 +132,13 @@ class Runner(Closing, abc.ABC):
         A TensorRT engine reports its optimization profile's max shapes here; ONNX Runtime has
         no limit. :meth:`check_feeds` refuses feeds whose dynamic dims exceed them.
         """
+        return None
+
+    def last_timings(self) -> dict[str, float] | None:
+        """Times of the last :meth:`infer`, ``{"h2d_ms", "compute_ms", "d2h_ms"}``, for a
+        runner that copies between host and device (the TensorRT runner measures them with CUDA
+        events); ``None`` when there are no transfers to report (ONNX Runtime on the CPU).
+        ``locore profile`` prints them when present."""
         return None
 
     # ---- derived --------------------------------------------------------------------------
@@ -238,16 +274,23 @@ class Backend(Runner):
         runner: the loaded model (any engine kind); the backend owns it and closes it.
         config: the model's config when the file has no ``locore.config`` metadata; when given,
             it wins over the metadata (the recorded graph I/O is still read).
+        probe: run the model once at load on a 1-query, 1-image input built from the config
+            (highest scale id, every descriptor valid), so that metadata that does not match
+            the graph (e.g. ``num_scales=100`` for a graph with an 8-row scale table) or
+            non-finite weights fail here, with both named, not in the middle of a run.
 
     Raises :class:`~locore.config.ConfigError` when the model does not honour the graph I/O
-    contract of :func:`locore.config.graph_io` for its config. ``infer`` returns
-    ``scores: [B, G] float32``, one logit per gallery image.
+    contract of :func:`locore.config.graph_io` for its config, when its recorded
+    ``locore.graph_io`` disagrees with the graph's inputs, or when the probe fails. ``infer``
+    returns ``scores: [B, G] float32``, one logit per gallery image.
     """
 
     config: LocoreConfig
     graph_io: GraphIO | None
 
-    def __init__(self, runner: Runner, config: LocoreConfig | None = None) -> None:
+    def __init__(
+        self, runner: Runner, config: LocoreConfig | None = None, *, probe: bool = True
+    ) -> None:
         self.runner = runner
         self.kind = runner.kind
         self.path = runner.path
@@ -268,14 +311,10 @@ class Backend(Runner):
             for s in runner.output_specs()
         )
         self.check_contract()
-        names = [s.name for s in recorded.inputs]
-        if names and sorted(names) != sorted(self.input_names()):
-            log.warning(
-                "%s: graph inputs %s differ from the recorded locore.graph_io inputs %s",
-                self.path,
-                list(self.input_names()),
-                names,
-            )
+        if self.graph_io is not None:
+            self.check_recorded_graph_io(self.graph_io)
+        if probe:
+            self.probe()
         log.debug("%s", self.describe())
 
     # ---- the runner underneath --------------------------------------------------------------
@@ -344,6 +383,94 @@ class Backend(Runner):
                     f"{self.path}: input {name} has {what} {dim} but the model's locore.config "
                     f"says {what}={value}; the metadata does not match the graph. Re-export it"
                 )
+
+    def check_recorded_graph_io(self, recorded: GraphIO) -> None:
+        """Raise :class:`ConfigError` unless the recorded ``locore.graph_io`` inputs are the
+        graph's inputs: the same names, ranks, fixed dims and dtypes (``"float"`` stands for
+        float32 or float16)."""
+        graph = {s.name: s for s in self.input_specs()}
+        names = sorted(s.name for s in recorded.inputs)
+        if names != sorted(graph):
+            raise ConfigError(
+                f"{self.path}: its metadata locore.graph_io lists inputs {names}, but the graph "
+                f"has {sorted(graph)}; the metadata does not match the graph. Re-export the model"
+            )
+        for want in recorded.inputs:
+            got = graph[want.name]
+            dtype_ok = (
+                got.dtype in FLOAT_DTYPES if want.dtype == "float" else got.dtype == want.dtype
+            )
+            shape_ok = len(want.shape) == len(got.shape) and all(
+                not (isinstance(a, int) and isinstance(b, int)) or a == b
+                for a, b in zip(want.shape, got.shape, strict=False)
+            )
+            if not (dtype_ok and shape_ok):
+                raise ConfigError(
+                    f"{self.path}: input {want.name} is {format_shape(got.shape)} {got.dtype} in "
+                    f"the graph, but its metadata locore.graph_io says {format_shape(want.shape)} "
+                    f"{want.dtype}; the metadata does not match the graph. Re-export the model"
+                )
+
+    def probe_feeds(self, scale: int | None = None) -> dict[str, np.ndarray]:
+        """Feeds of one query and one gallery image as the config describes them: unit-norm
+        descriptors, every descriptor valid, scale id ``scale`` (default: the highest,
+        ``num_scales - 1``), unit-norm global vectors."""
+        cfg = self.config
+        scale = cfg.num_scales - 1 if scale is None else scale
+        feeds: dict[str, np.ndarray] = {}
+        for spec in self.input_specs():
+            shape = tuple(d if isinstance(d, int) else 1 for d in spec.shape)
+            dtype = np.dtype(spec.dtype)
+            if spec.name in (QUERY_SCALE, GALLERY_SCALE):
+                feeds[spec.name] = np.full(shape, scale, dtype=dtype)
+            elif dtype == np.bool_:
+                feeds[spec.name] = np.ones(shape, dtype=bool)
+            elif dtype.kind == "f":
+                values = np.cos(np.arange(int(np.prod(shape)), dtype=np.float64)).reshape(shape)
+                if values.ndim:
+                    norm = np.linalg.norm(values, axis=-1, keepdims=True)
+                    values = values / np.maximum(norm, 1e-6)
+                feeds[spec.name] = values.astype(dtype)
+            else:
+                feeds[spec.name] = np.zeros(shape, dtype=dtype)
+        return feeds
+
+    def probe(self) -> None:
+        """Run the model once on :meth:`probe_feeds`; :class:`ConfigError` (naming the
+        metadata's value and the engine's complaint) unless it returns finite ``scores`` [1, 1].
+        """
+        cfg = self.config
+        with_scales = self.has_input(QUERY_SCALE) or self.has_input(GALLERY_SCALE)
+        try:
+            scores = self.runner._run(self.probe_feeds())[SCORES]
+        except Exception as exc:
+            cause = exc.__cause__ or exc  # the engine's own exception, not the runner's wrap
+            problem = f"{type(cause).__name__}: {cause}"
+            if with_scales and cfg.num_scales > 1:
+                try:
+                    self.runner._run(self.probe_feeds(scale=0))
+                except Exception:
+                    pass
+                else:
+                    raise ConfigError(
+                        f"{self.path}: its metadata locore.config says num_scales="
+                        f"{cfg.num_scales}, but the graph fails on scale id {cfg.num_scales - 1} "
+                        f"(it runs with scale id 0): {problem}. The metadata does not match the "
+                        "graph; re-export the model"
+                    ) from exc
+            raise ConfigError(
+                f"{self.path}: the model fails on a probe input shaped by its metadata "
+                f"(num_desc={cfg.num_desc}, desc_dim={cfg.desc_dim}, num_scales="
+                f"{cfg.num_scales}): {problem}. The metadata does not match the graph; "
+                "re-export the model"
+            ) from exc
+        scores = np.asarray(scores)
+        if scores.shape != (1, 1) or not np.isfinite(scores).all():
+            raise ConfigError(
+                f"{self.path}: on a probe input (1 query, 1 gallery image) the model returned "
+                f"scores {format_shape(scores.shape)} with values {scores.ravel()[:4].tolist()}; "
+                "expected [1, 1] finite. Non-finite weights? Re-export from a valid checkpoint"
+            )
 
     # ---- re-ranker wording of the feed errors ------------------------------------------------
     def _names_hint(self) -> str:

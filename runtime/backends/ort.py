@@ -17,7 +17,8 @@ import numpy as np
 
 from locore.config import TensorSpec
 from locore.deps import MissingDependencyError, require
-from locore.runtime.backends.base import Runner
+from locore.errors import UsageError
+from locore.runtime.backends.base import Runner, check_threads
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,13 @@ def resolve_providers(providers: str | Sequence[str] | None, available: Sequence
     cpu = PROVIDER_ALIASES["cpu"]
     if providers is None:
         return [cpu]
+    if not isinstance(providers, str) and not (
+        isinstance(providers, Sequence) and all(isinstance(p, str) for p in providers)
+    ):
+        raise UsageError(
+            f"providers must be None, 'auto', a provider name or a list of names (aliases "
+            f"{list(PROVIDER_ALIASES)}), got {providers!r}"
+        )
     if isinstance(providers, str):
         if providers == "auto":
             cuda = PROVIDER_ALIASES["cuda"]
@@ -104,9 +112,8 @@ def open_session(
     ort = require("onnxruntime", "the ONNX Runtime backend")
     chosen = resolve_providers(providers, ort.get_available_providers())
     options = ort.SessionOptions()
+    threads = check_threads(threads)
     if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1 (or None for all cores), got {threads}")
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: ORT's warnings go to stderr, not our logs
@@ -179,7 +186,16 @@ class OrtRunner(Runner):
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = list(self.output_names())
-        values = self.session.run(names, dict(feeds))
+        try:
+            values = self.session.run(names, dict(feeds))
+        except Exception as exc:  # onnxruntime raises its own exception types
+            shapes = ", ".join(
+                f"{k} {list(np.shape(v))} {np.asarray(v).dtype}" for k, v in feeds.items()
+            )
+            raise RuntimeError(
+                f"ONNX Runtime failed running {self.path} ({type(exc).__name__}: {exc}); the "
+                f"inputs were {shapes}. Check that the inputs follow the model's metadata"
+            ) from exc
         return dict(zip(names, values, strict=True))
 
     def close(self) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 
 from locore import scan_spec as spec
 from locore.deps import require
+from locore.runtime.backends.base import check_threads
 
 __all__ = ["PYOP_DOMAIN", "REFERENCE_OP_TYPE", "pluginref_session", "rewrite_scan_nodes"]
 
@@ -171,8 +172,7 @@ def pluginref_session(path: str | Path, threads: int | None = None) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model {path} does not exist")
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1 (or None for all cores), got {threads}")
+    threads = check_threads(threads)
     onnx = require("onnx", _PURPOSE)
     ort = require("onnxruntime")
     library = _register_reference_op()
