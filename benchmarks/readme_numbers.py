@@ -72,9 +72,18 @@ def machine() -> str:
     )
 
 
-def provenance(command: str) -> str:
+def load_average() -> str:
+    """The 1-minute load average, as a note on how busy the machine was (latencies move)."""
+    try:
+        return f"load average {os.getloadavg()[0]:.1f}"
+    except (AttributeError, OSError):
+        return "load average unknown"
+
+
+def provenance(command: str, load: str) -> str:
+    """One line: the command, the UTC date, the machine and its load when the command started."""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f"_Command: `{command}`; {now}; {machine()}._"
+    return f"_Command: `{command}`; {now}; {machine()}; {load} at the start._"
 
 
 def _run(cmd: list[str]) -> str:
@@ -88,6 +97,7 @@ def _run(cmd: list[str]) -> str:
 
 def demo_table(cache_dir: Path | None) -> str:
     """The README's demo table from one ``locore demo`` run (test split, shipped model)."""
+    load = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         cmd = ["locore", "demo", "--json", str(report), "--picture", str(Path(tmp) / "d.png")]
@@ -109,15 +119,16 @@ def demo_table(cache_dir: Path | None) -> str:
             f"| {name} | {100 * m['map']:.1f} | {mp1:.1f} | {mp5:.1f} | {mp10:.1f} | "
             f"{m['median_ms']:.1f} |"
         )
-    return "\n".join([*lines, "", provenance(shown)])
+    return "\n".join([*lines, "", provenance(shown, load)])
 
 
 def script_output(script: str, extra: list[str]) -> str:
     """A benchmark script's own printout, verbatim in a code block, with its provenance."""
     cmd = [sys.executable, f"benchmarks/{script}", *extra]
+    load = load_average()
     out = _run(cmd).rstrip()
     shown = shlex.join(["python", f"benchmarks/{script}", *extra])
-    return "\n".join(["```text", out, "```", "", provenance(shown)])
+    return "\n".join(["```text", out, "```", "", provenance(shown, load)])
 
 
 def main(argv: list[str] | None = None) -> int:

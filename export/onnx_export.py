@@ -102,22 +102,57 @@ def example_inputs(
     return tuple(out)
 
 
+# What torch's exporter says on every export that is no news to a user of this package, matched
+# by message only (everything else still shows): (logger, message start) and (warning category,
+# message regex).
+EXPORTER_LOG_NOISE = (
+    # the exporter registers torchvision's ops, and logs each one it skips (4 lines per export)
+    ("torch.onnx._internal.exporter._registration", "torchvision is not installed"),
+)
+EXPORTER_WARNING_NOISE: tuple[tuple[type[Warning], str], ...] = (
+    (UserWarning, r"# The axis name: .* will not be used"),
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+)
+
+
+class _DropMessages(logging.Filter):
+    """Drops records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
 @contextlib.contextmanager
 def quiet_export(*names: str, level: int = logging.WARNING) -> Iterator[StringIO]:
     """Keep ``torch.onnx.export``'s chatter out of a library's output: the loggers ``names``
-    (its passes log every rewrite at INFO) at ``level`` or quieter, warnings ignored, and
-    stdout (where it prints progress) captured in the yielded buffer."""
+    (its passes log every rewrite at INFO) at ``level`` or quieter, the exporter's known
+    per-export noise (:data:`EXPORTER_LOG_NOISE`, :data:`EXPORTER_WARNING_NOISE`) dropped by
+    message, and stdout (where it prints progress) captured in the yielded buffer. Other
+    warnings and log records pass."""
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
+    filters: list[tuple[logging.Logger, logging.Filter]] = []
+    for name in {n for n, _ in EXPORTER_LOG_NOISE}:
+        prefixes = tuple(m for n, m in EXPORTER_LOG_NOISE if n == name)
+        filters.append((logging.getLogger(name), _DropMessages(prefixes)))
     for lg in loggers:
         lg.setLevel(max(lg.getEffectiveLevel(), level))
+    for lg, flt in filters:
+        lg.addFilter(flt)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(StringIO()) as printed:
-            warnings.simplefilter("ignore")
+            for category, message in EXPORTER_WARNING_NOISE:
+                warnings.filterwarnings("ignore", message=message, category=category)
             yield printed
     finally:
         for lg, old in zip(loggers, levels, strict=True):
             lg.setLevel(old)
+        for lg, flt in filters:
+            lg.removeFilter(flt)
 
 
 @contextlib.contextmanager
@@ -220,6 +255,12 @@ def export_onnx(
     if program is None:  # pragma: no cover - dynamo=True always returns a program
         raise ExportError("torch.onnx.export returned no program")
     proto = program.model_proto
+    written = default_opset(proto)
+    if written != opset:  # never a silent substitution
+        raise ExportError(
+            f"asked for ONNX opset {opset}, but torch {torch.__version__}'s exporter wrote opset "
+            f"{written}; nothing was written to {output}. Use --opset {written}"
+        )
     _name_dynamic_dims(proto, gio)
     counts = op_counts(proto)
     _check_flavor(proto, flavor, counts)
@@ -243,11 +284,26 @@ def export_onnx(
 
 
 MIN_OPSET = 17
+"""The lowest opset the graph can be written in (LayerNormalization is opset 17); the installed
+torch's exporter may start higher (:func:`exporter_min_opset`)."""
+
+
+def exporter_min_opset() -> int:
+    """The lowest opset the installed torch's ONNX exporter writes itself (18 for torch 2.5 ..
+    2.13). Below it, torch exports at its own opset and tries onnx's version converter, which has
+    no 18 -> 17 adapter for ops this model uses (Split), so it would quietly keep opset 18."""
+    try:
+        from torch.onnx._internal.exporter import _constants
+
+        return max(MIN_OPSET, int(_constants.TORCHLIB_OPSET))
+    except (ImportError, AttributeError, TypeError, ValueError):  # a torch that moved it
+        return DEFAULT_OPSET
 
 
 def check_export_options(opset: object, max_gallery: object) -> None:
     """Raise :class:`~locore.errors.UsageError` unless ``opset`` is an ONNX opset this exporter
-    writes (17 .. the installed onnx's newest) and ``max_gallery`` a positive gallery count."""
+    writes (:func:`exporter_min_opset` .. the installed onnx's newest) and ``max_gallery`` a
+    positive gallery count."""
     import onnx
 
     newest = onnx.defs.onnx_opset_version()
@@ -256,11 +312,27 @@ def check_export_options(opset: object, max_gallery: object) -> None:
             f"opset must be an integer from {MIN_OPSET} to {newest} (the installed onnx's newest), "
             f"got {opset!r}; omit it for the default {DEFAULT_OPSET}"
         )
+    lowest = exporter_min_opset()
+    if opset < lowest:
+        raise UsageError(
+            f"opset {opset} cannot be produced with torch {torch.__version__}: its ONNX exporter "
+            f"writes opset {lowest} and newer, and onnx cannot convert this model down to "
+            f"{opset} (no {lowest} -> {opset} adapter for Split). Use opset {lowest} to {newest}, "
+            f"or omit it for the default {DEFAULT_OPSET}"
+        )
     if isinstance(max_gallery, bool) or not isinstance(max_gallery, int) or max_gallery < 1:
         raise UsageError(
             f"max_gallery (the largest gallery count G the exported graph accepts) must be a "
             f"positive integer, got {max_gallery!r}; the default is {DEFAULT_MAX_GALLERY}"
         )
+
+
+def default_opset(proto: Any) -> int | None:
+    """The version of the default ONNX domain a model imports (None when it imports none)."""
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return None
 
 
 def op_counts(proto: Any) -> dict[str, int]:
@@ -343,6 +415,8 @@ __all__ = [
     "MIN_OPSET",
     "check_export_options",
     "cached_export",
+    "default_opset",
+    "exporter_min_opset",
     "FLAVORS",
     "SCORES",
     "ExportError",

@@ -279,8 +279,8 @@ def _signals_held() -> Iterator[None]:
     caught: list[int] = []
     previous: dict[int, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-        if sig is None or signal.getsignal(sig) is None:
-            continue
+        if sig is None or signal.getsignal(sig) in (None, signal.SIG_IGN):
+            continue  # not set from Python, or ignored (e.g. a background job's SIGINT)
         previous[sig] = signal.signal(sig, lambda signum, frame: caught.append(signum))
     try:
         yield

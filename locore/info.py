@@ -11,6 +11,50 @@ from locore.config import PRESETS, LocoreConfig
 from locore.deps import OPTIONAL, installed_version, is_available
 
 
+def tensorrt_info() -> dict[str, Any]:
+    """TensorRT, CUDA, the GPU and the plugin library: versions, or why each is missing.
+
+    Imports tensorrt and cuda-python only when they are installed (and then asks the GPU for its
+    name and compute capability); never raises.
+    """
+    from locore import scan_spec
+    from locore.runtime import engines
+
+    out: dict[str, Any] = {
+        "tensorrt": installed_version("tensorrt") if is_available("tensorrt") else None,
+        "cuda_python": installed_version("cuda-python") if is_available("cuda") else None,
+        "pycuda": installed_version("pycuda") if is_available("pycuda") else None,
+        "gpu": None,
+        "plugin_library": None,
+    }
+    try:
+        machine = engines.probe_machine()
+        out["gpu"] = {"name": machine.gpu_name, "compute_capability": machine.compute_capability}
+        out["tensorrt"] = machine.tensorrt_version
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        out["gpu_error"] = str(exc).split(". Install")[0]
+    try:
+        path = engines.find_plugin_library()
+    except OSError as exc:
+        out["plugin_error"] = str(exc)
+        path = None
+    if path is not None:
+        out["plugin_library"] = {
+            "path": str(path),
+            "sha256": engines.sha256_file(path),
+            "plugin": scan_spec.PLUGIN_NAME,
+            "versions": list(scan_spec.PLUGIN_VERSIONS),
+            "namespace": scan_spec.PLUGIN_NAMESPACE,
+        }
+    else:
+        out.setdefault(
+            "plugin_error",
+            f"{engines.plugin_library_filename()} not found ($LOCORE_TRT_PLUGIN, build/plugins, "
+            "the user cache); `locore build-plugins --tensorrt-root <TensorRT folder>` builds it",
+        )
+    return out
+
+
 def collect() -> dict[str, Any]:
     """Everything ``locore info`` shows, as a dict (no heavy imports)."""
     packages = []
@@ -51,6 +95,7 @@ def collect() -> dict[str, Any]:
         "tensorrt": is_available("tensorrt") and (is_available("cuda") or is_available("pycuda")),
     }
     return {
+        "tensorrt": tensorrt_info(),
         "version": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -44,6 +44,7 @@ __all__ = [
     "PARAMS_DIMS",
     "PARAMS_FIELDS",
     "PARAMS_STRUCT",
+    "PLUGIN_CONFIG_FILE",
     "PLUGIN_NAME",
     "PLUGIN_NAMESPACE",
     "PLUGIN_VERSION",
@@ -57,6 +58,7 @@ __all__ = [
     "Variant",
     "attribute",
     "node_attributes",
+    "plugin_config_yaml",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -76,8 +78,11 @@ Version 2: ``A``, ``D`` and ``dt_bias`` FP32 whatever x's dtype."""
 PLUGIN_VERSIONS: tuple[str, ...] = (PLUGIN_VERSION, "1")
 """Every version the plugin library registers: "2", and "1" (every input in x's dtype) kept for
 engines built with it, as TensorRT OSS keeps old plugin versions."""
-PLUGIN_NAMESPACE = ""
-"""TensorRT plugin namespace; the node's ``plugin_namespace`` attribute."""
+PLUGIN_NAMESPACE = "locore"
+"""TensorRT plugin namespace; the node's ``plugin_namespace`` attribute. ``"locore"``, so that the
+generic name ``SelectiveScan`` cannot collide with another library's plugin (the plugin library's
+default, ``kSELECTIVE_SCAN_DEFAULT_PLUGIN_NAMESPACE``; a build may set another with CMake's
+``LOCORE_PLUGIN_NAMESPACE``). ONNX files exported before it was set (``""``) must be re-exported."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,3 +377,45 @@ PARAMS_FIELDS: tuple[tuple[str, str], ...] = (
     (OUTPUT.field, "pointer"),
 )
 """``LocoreScanParams`` fields in declaration order: (name, ``"int32"`` or ``"pointer"``)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorRT OSS plugin config file (plugin/<name>/<Name>_PluginConfig.yaml)
+
+PLUGIN_CONFIG_FILE = f"{PLUGIN_NAME}_PluginConfig.yaml"
+"""The plugin config file in ``plugins/selective_scan/`` (checked against this module)."""
+
+
+def plugin_config_yaml() -> str:
+    """The plugin's ``<Name>_PluginConfig.yaml`` in TensorRT OSS's format (name, interface, and
+    per version: inputs, outputs, their ranks, attributes with types, dims, options and which
+    are required), generated from this module: mamba2 ranks, plugin fields only."""
+    lines = [
+        "# Generated from locore/scan_spec.py (locore.scan_spec.plugin_config_yaml); do not edit.",
+        "# The format of TensorRT OSS's plugin/*/*_PluginConfig.yaml. Ranks are the mamba2",
+        "# variant's (mamba1: x, z and y have rank 3, A has rank 2).",
+        "---",
+        f"name: {PLUGIN_NAME}",
+        'interface: "IPluginV3"',
+        "versions:",
+    ]
+    fields = [a for a in ATTRIBUTES if a.plugin_field]
+    types = {"int": "int32", "string": "char"}
+    for version in PLUGIN_VERSIONS:
+        lines += [f'  "{version}":', "    inputs:"]
+        lines += [f"      - {t.name}" for t in INPUTS]
+        lines += ["    outputs:", f"      - {OUTPUT.name}", "    input_dims:"]
+        lines += [f"      {t.name}: {len(t.shape('mamba2'))}" for t in INPUTS]
+        lines += ["    output_dims:", f"      {OUTPUT.name}: {len(OUTPUT.shape('mamba2'))}"]
+        lines += ["    attributes:"] + [f"      - {a.name}" for a in fields]
+        lines += ["    attribute_types:"] + [f"      {a.name}: {types[a.type]}" for a in fields]
+        lines += ["    attribute_dims:"] + [f"      {a.name}: 1" for a in fields]
+        lines += ["    attribute_options:"]
+        for a in fields:
+            if a.allowed is None:
+                lines += [f"      {a.name}:", "        min: 1"]
+            else:
+                lines += [f"      {a.name}:"] + [f"        - {v}" for v in a.allowed]
+        lines += ["    attributes_required:"]
+        lines += [f"      - {a.name}" for a in fields if a.required]
+    return "\n".join(lines) + "\n"

@@ -8,7 +8,15 @@ junk images are never sampled. The loss is the mean binary cross-entropy over la
 
 Training is resumable: the model, the optimiser and the step are saved (safetensors + JSON, never
 pickles) every ``checkpoint_every`` steps to ``<output>/train_state``; the final checkpoint is a
-normal checkpoint folder (:func:`locore.model.save_checkpoint`).
+normal checkpoint folder (:func:`locore.model.save_checkpoint`). Running again with the same
+options resumes an interrupted run bit-exactly (and leaves a finished one as it is); running
+with only ``steps`` raised extends a run, finished or not, from its last state to the new total
+(the learning rate follows the cosine schedule of the new total from there, so the result is
+close to, not identical with, a run trained for the new total from the start). Any other change
+of options is refused: start over (``resume=False``) or use another output folder.
+
+The model shipped inside the package (``locore/assets``) is read-only: ``train`` refuses to
+write there.
 """
 
 from __future__ import annotations
@@ -105,6 +113,7 @@ class TrainingData:
     shortlist_ids: np.ndarray
     positives: list[np.ndarray]
     junk: list[np.ndarray]
+    skipped_queries: list[int] = field(default_factory=list)  # no valid descriptor: not trained
 
     @classmethod
     def from_files(
@@ -115,7 +124,9 @@ class TrainingData:
         ground_truth: str | Path,
         num_desc: int,
         allow_pickle: bool = False,
+        skip_empty_queries: bool = False,
     ) -> TrainingData:
+        """Reads the four files (see :meth:`from_arrays` for ``skip_empty_queries``)."""
         from locore.runtime.ames import FeatureFile
         from locore.runtime.ground_truth import read_ground_truth
         from locore.runtime.shortlist import read_shortlist
@@ -127,7 +138,7 @@ class TrainingData:
         gt = read_ground_truth(ground_truth, allow_pickle=allow_pickle)
         positives = [np.concatenate([g["easy"], g["hard"]]).astype(np.int64) for g in gt.gnd]
         junk = [g["junk"].astype(np.int64) for g in gt.gnd]
-        return cls.from_arrays(q, d, sl.ids, positives, junk)
+        return cls.from_arrays(q, d, sl.ids, positives, junk, skip_empty_queries)
 
     @classmethod
     def from_arrays(
@@ -137,8 +148,13 @@ class TrainingData:
         shortlist_ids: np.ndarray,
         positives: Sequence[np.ndarray],
         junk: Sequence[np.ndarray],
+        skip_empty_queries: bool = False,
     ) -> TrainingData:
-        """From batches of query and database features ([N, Nd, ...] each) and the labels."""
+        """From batches of query and database features ([N, Nd, ...] each) and the labels.
+
+        A query with positives but no valid descriptor (no keypoint was found: every row
+        masked) cannot be packed; it is an :class:`ImageIdError`, or with
+        ``skip_empty_queries`` left out of training (listed in ``skipped_queries``)."""
         for role, feats in (("queries", queries), ("database", database)):
             if feats.descriptors.ndim != 3:
                 raise ValueError(
@@ -168,11 +184,23 @@ class TrainingData:
         empty = [
             q for q in range(nq) if len(checked_pos[q]) and not np.asarray(queries.mask[q]).any()
         ]
-        if empty:
+        if empty and skip_empty_queries:
+            log.warning(
+                "%d of %d queries have no valid descriptor (every row masked) and are left out "
+                "of training: %s",
+                len(empty),
+                nq,
+                empty,
+            )
+            checked_pos = [
+                np.zeros(0, np.int64) if q in empty else p for q, p in enumerate(checked_pos)
+            ]
+        elif empty:
             raise ImageIdError(
                 f"queries {empty[:10]}{'...' if len(empty) > 10 else ''} have positives but no "
                 "valid descriptor (every row masked): there is nothing to match. Drop them from "
-                "the training set or re-extract their features"
+                "the training set, re-extract their features, or skip them (CLI: the default; "
+                "skip_empty_queries=True)"
             )
         return cls(
             queries,
@@ -180,6 +208,7 @@ class TrainingData:
             np.asarray(shortlist_ids, dtype=np.int64),
             checked_pos,
             checked_junk,
+            empty,
         )
 
     @property
@@ -310,9 +339,58 @@ def _load_state(
 @dataclass
 class TrainResult:
     checkpoint: Path
-    steps: int
-    losses: list[float]
-    seconds: float
+    steps: int  # steps trained in all
+    losses: list[float]  # every step's loss, resumed steps included
+    seconds: float  # this call's training time
+    new_steps: int = 0  # steps this call trained (0: the run was already finished)
+
+
+def _refuse_shipped(output: Path) -> None:
+    from locore.checkpoint_format import shipped_model_dir
+    from locore.errors import OutputError
+
+    assets = shipped_model_dir().parent
+    real = output.expanduser().resolve()
+    if real == assets or assets in real.parents:
+        raise OutputError(
+            f"{output} is inside the installed package's model folder ({assets}); the shipped "
+            "model is read-only. Train into a folder of your own (the CLI's default is "
+            "~/.local/share/locore-edge/models/<name>)"
+        )
+
+
+def _resume_point(state_dir: Path, cfg: TrainConfig) -> int | None:
+    """The step to resume from (None: the state is for other options); raises when it cannot
+    be used. A state whose options differ from ``cfg`` in ``steps`` only is extended."""
+    try:
+        meta = json.loads((state_dir / "state.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"{state_dir / 'state.json'} is damaged ({exc}); delete it or pass resume=False "
+            "(CLI: --no-resume) to start over"
+        ) from exc
+    saved = meta.get("train_config") if isinstance(meta, dict) else None
+    if not isinstance(saved, dict) or not isinstance(meta.get("step"), int):
+        raise CheckpointError(
+            f"{state_dir / 'state.json'} is not a training state; delete it or pass resume=False "
+            "(CLI: --no-resume) to start over"
+        )
+    ours = cfg.to_dict()
+    differ = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
+    if differ and differ != ["steps"]:
+        shown = ", ".join(f"{k} {saved.get(k)!r} -> {ours.get(k)!r}" for k in differ)
+        raise ValueError(
+            f"{state_dir} holds a run with other options ({shown}); use the same options to "
+            "resume it (only steps may grow, to extend it), pass resume=False (CLI: --no-resume) "
+            "to start over, or train into another output folder"
+        )
+    if meta["step"] > cfg.steps:
+        raise ValueError(
+            f"{state_dir} holds a run already at step {meta['step']}, beyond the {cfg.steps} "
+            f"steps asked for; pass steps >= {meta['step']} (CLI: --steps) to extend it, or "
+            "resume=False (CLI: --no-resume) to start over"
+        )
+    return int(meta["step"])
 
 
 def train(
@@ -333,6 +411,7 @@ def train(
     cfg = cfg or TrainConfig()
     cfg.validate()
     output = Path(output)
+    _refuse_shipped(output)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     shapes = {"desc_dim": data.queries.desc_dim, "num_desc": data.queries.num_desc}
@@ -357,23 +436,19 @@ def train(
     if len(queries) == 0:
         raise ValueError("no query has a positive in the ground truth: nothing to learn")
     state_dir = output / STATE_DIR
-    start, losses = 0, []
+    start, losses, extended_from = 0, [], None
     if resume and (state_dir / "state.json").is_file():
-        try:
-            meta = json.loads((state_dir / "state.json").read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(
-                f"{state_dir / 'state.json'} is damaged ({exc}); delete it or pass resume=False "
-                "(CLI: --no-resume) to start over"
-            ) from exc
-        if not isinstance(meta, dict) or meta.get("train_config") != cfg.to_dict():
-            raise ValueError(
-                f"{state_dir} holds a run with other options; pass resume=False (CLI: "
-                "--no-resume) to start over, or use the same options"
-            )
+        _resume_point(state_dir, cfg)
         meta = _load_state(state_dir, model, opt)
         start, losses = int(meta["step"]), list(meta["losses"])
-        log.info("resuming from step %d of %d", start, cfg.steps)
+        if meta["train_config"]["steps"] != cfg.steps:
+            extended_from = int(meta["train_config"]["steps"])
+            log.info("extending a %d-step run from step %d to %d", extended_from, start, cfg.steps)
+        else:
+            log.info("resuming from step %d of %d", start, cfg.steps)
+        if start == cfg.steps and (output / "config.json").is_file():
+            log.info("%s is already trained for %d steps; nothing to do", output, cfg.steps)
+            return TrainResult(output, cfg.steps, losses, 0.0, new_steps=0)
     model.train()
     t0 = time.perf_counter()
     bar = progress_bar(
@@ -404,7 +479,7 @@ def train(
         meta = {"step": end, "losses": losses, "train_config": cfg.to_dict()}
         _save_state(state_dir, model, opt, meta)
         log.info("stopped at step %d of %d; run again to resume", end, cfg.steps)
-        return TrainResult(state_dir, end, losses, seconds)
+        return TrainResult(state_dir, end, losses, seconds, new_steps=end - start)
     model.eval()
     extra = {
         "training": {
@@ -412,6 +487,7 @@ def train(
             "steps": cfg.steps,
             "final_loss_mean20": float(np.mean(losses[-20:])) if losses else None,
             "seconds_this_run": round(seconds, 1),
+            **({"extended_from_steps": extended_from} if extended_from is not None else {}),
             **(provenance or {}),
         }
     }
@@ -419,7 +495,7 @@ def train(
     _save_state(
         state_dir, model, opt, {"step": cfg.steps, "losses": losses, "train_config": cfg.to_dict()}
     )
-    return TrainResult(output, cfg.steps, losses, seconds)
+    return TrainResult(output, cfg.steps, losses, seconds, new_steps=cfg.steps - start)
 
 
 def _lr_factor(step: int, cfg: TrainConfig) -> float:

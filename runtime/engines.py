@@ -646,6 +646,7 @@ class Sidecar:
     engine_sha256: str
     onnx: str = ""
     locore_version: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
     format: int = ENGINE_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -655,6 +656,7 @@ class Sidecar:
             "onnx": self.onnx,
             "engine_sha256": self.engine_sha256,
             "machine": self.machine.to_dict(),
+            "metadata": dict(self.metadata),
             **self.key.to_dict(),
         }
 
@@ -675,6 +677,7 @@ class Sidecar:
                 engine_sha256=str(data["engine_sha256"]),
                 onnx=str(data.get("onnx", "")),
                 locore_version=str(data.get("locore_version", "")),
+                metadata={str(k): str(v) for k, v in dict(data.get("metadata", {})).items()},
             )
         except KeyError as exc:
             raise ConfigError(f"engine sidecar lacks {exc}; rebuild the engine") from exc
@@ -773,8 +776,13 @@ def write_engine(
     machine: MachineFacts,
     *,
     onnx: str | os.PathLike[str] = "",
+    metadata: Mapping[str, str] | None = None,
 ) -> Sidecar:
-    """Write the serialized engine ``data`` and its sidecar together, atomically."""
+    """Write the serialized engine ``data`` and its sidecar together, atomically.
+
+    ``metadata``: the ONNX file's ``locore.*`` metadata (config, graph I/O...), kept in the
+    sidecar so that the TensorRT backend knows the model's config without the ONNX file.
+    """
     from locore import __version__
     from locore.fileio import atomic_outputs
 
@@ -784,6 +792,7 @@ def write_engine(
         engine_sha256=hashlib.sha256(data).hexdigest(),
         onnx=str(onnx),
         locore_version=__version__,
+        metadata={k: v for k, v in (metadata or {}).items() if k.startswith("locore.")},
     )
     text = json.dumps(sidecar.to_dict(), indent=2, sort_keys=True) + "\n"
     with atomic_outputs({"engine": engine, "sidecar": sidecar_path(engine)}) as tmp:
@@ -839,19 +848,21 @@ class EngineCache:
         *,
         stem: str = "model",
         onnx: str | os.PathLike[str] = "",
+        metadata: Mapping[str, str] | None = None,
     ) -> tuple[Path, bool]:
         """``(engine path, built)``: the cached engine, or ``build()``'s bytes written there."""
         from locore.fileio import locked_folder
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        with locked_folder(self.root):  # two processes asking at once build once
+        lock = self.root / ".lock"  # not the root: atomic_outputs locks that to commit
+        lock.mkdir(parents=True, exist_ok=True)
+        with locked_folder(lock):  # two processes asking at once build once
             found = self.lookup(key, machine, stem)
             if found is not None:
                 log.info("engine cache: reusing %s", found)
                 return found, False
             path = self.path(key, machine, stem)
             log.info("engine cache: building %s (a few minutes the first time)", path)
-            write_engine(path, build(), key, machine, onnx=onnx)
+            write_engine(path, build(), key, machine, onnx=onnx, metadata=metadata)
             return path, True
 
 

@@ -43,8 +43,6 @@ import math
 import os
 import platform
 import re
-import shutil
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -60,6 +58,7 @@ from locore.deps import installed_version
 from locore.errors import UsageError
 from locore.fileio import atomic_path, atomic_write_text
 from locore.progress import progress_bar
+from locore.runtime.tegrastats import command_output
 
 if TYPE_CHECKING:
     from locore.runtime.backends.base import Backend
@@ -759,18 +758,6 @@ def _default_params() -> RerankParams:
 
 
 # ---- the machine -------------------------------------------------------------------------------
-def _run_text(argv: Sequence[str], timeout: float = 5.0) -> str | None:
-    if shutil.which(argv[0]) is None:
-        return None
-    try:
-        proc = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return proc.stdout if proc.returncode == 0 else None
-
-
 def _read_text(path: str) -> str | None:
     try:
         return Path(path).read_text(encoding="utf-8", errors="replace")
@@ -783,7 +770,7 @@ def _cpu_model() -> str | None:
     match = re.search(r"^model name\s*:\s*(.+)$", info, re.MULTILINE)
     if match:
         return match.group(1).strip()
-    lscpu = _run_text(["lscpu"]) or ""
+    lscpu = command_output(["lscpu"]) or ""
     match = re.search(r"^Model name:\s*(.+)$", lscpu, re.MULTILINE)
     if match:
         return match.group(1).strip()
@@ -795,7 +782,7 @@ def _physical_cores() -> int | None:
     pairs = set(re.findall(r"physical id\s*:\s*(\d+)\s*\n(?:.*\n)*?core id\s*:\s*(\d+)", info))
     if pairs:
         return len(pairs)
-    lscpu = _run_text(["lscpu"]) or ""
+    lscpu = command_output(["lscpu"]) or ""
     cores = re.search(r"^Core\(s\) per (?:socket|cluster):\s*(\d+)", lscpu, re.MULTILINE)
     sockets = re.search(r"^(?:Socket|Cluster)\(s\):\s*(\d+)", lscpu, re.MULTILINE)
     if cores:
@@ -805,7 +792,7 @@ def _physical_cores() -> int | None:
 
 def _gpus() -> list[dict[str, Any]]:
     gpus: list[dict[str, Any]] = []
-    text = _run_text(
+    text = command_output(
         ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]
     )
     for line in (text or "").splitlines():
@@ -827,10 +814,10 @@ def _cuda_versions() -> dict[str, str | None]:
         except (json.JSONDecodeError, AttributeError):
             toolkit = None
     if toolkit is None:
-        nvcc = _run_text(["nvcc", "--version"]) or ""
+        nvcc = command_output(["nvcc", "--version"]) or ""
         match = re.search(r"release (\d+\.\d+)", nvcc)
         toolkit = match.group(1) if match else None
-    smi = _run_text(["nvidia-smi"]) or ""
+    smi = command_output(["nvidia-smi"]) or ""
     match = re.search(r"CUDA Version:\s*([\d.]+)", smi)
     return {"toolkit": toolkit, "driver_supports": match.group(1) if match else None}
 

@@ -37,7 +37,6 @@ import hashlib
 import importlib
 import json
 import logging
-import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -52,6 +51,7 @@ from locore.fileio import atomic_path, atomic_write_bytes, atomic_write_text
 from locore.progress import progress_bar
 from locore.runtime.ames import FeatureFile, FormatError, to_rows, write_features
 from locore.runtime.global_descriptors import Codebook, write_global_descriptors
+from locore.runtime.images import JPEG_SOI, PNG_SIGNATURE, image_header_size, truncation
 from locore.runtime.local_features import FeatureError, LocalFeatures
 from locore.runtime.packing import Packer
 from locore.runtime.shortlist import search_shortlist
@@ -108,54 +108,17 @@ class QueryImageError(FeatureError):
 # ---- images: type and size from the header, before decoding ------------------------------------
 def image_header(data: bytes) -> tuple[str, int, int] | None:
     """``(kind, width, height)`` from the first bytes of a JPEG, PNG, BMP or WebP file; None if
-    the bytes are none of these (or the header is truncated)."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
-        w, h = struct.unpack(">II", data[16:24])
-        return "png", int(w), int(h)
-    if data[:2] == b"BM" and len(data) >= 26:
-        w, h = struct.unpack("<ii", data[18:26])
-        return "bmp", abs(int(w)), abs(int(h))
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
-        chunk = data[12:16]
-        if chunk == b"VP8 ":
-            w, h = struct.unpack("<HH", data[26:30])
-            return "webp", int(w & 0x3FFF), int(h & 0x3FFF)
-        if chunk == b"VP8L" and len(data) >= 25:
-            bits = int.from_bytes(data[21:25], "little")
-            return "webp", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-        if chunk == b"VP8X":
-            w = int.from_bytes(data[24:27], "little") + 1
-            h = int.from_bytes(data[27:30], "little") + 1
-            return "webp", w, h
-        return None
-    if data[:2] == b"\xff\xd8":
-        return _jpeg_size(data)
-    return None
+    the bytes are none of these (or the header is truncated). The sizes come from
+    :func:`locore.runtime.images.image_header_size`, the one header parser."""
+    kind = next((k for k, sig in _SIGNATURES if data.startswith(sig)), None)
+    if kind == "webp" and data[8:12] != b"WEBP":
+        kind = None
+    size = image_header_size(data) if kind is not None else None
+    return None if size is None or kind is None else (kind, *size)
 
 
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-def _jpeg_size(data: bytes) -> tuple[str, int, int] | None:
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        length = int.from_bytes(data[i + 2 : i + 4], "big")
-        if marker in _JPEG_SOF:
-            if i + 9 > len(data):
-                return None
-            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
-            return "jpeg", int(w), int(h)
-        i += 2 + length
-    return None
+# (kind, leading bytes) of the formats a query may have
+_SIGNATURES = (("png", PNG_SIGNATURE), ("jpeg", JPEG_SOI), ("bmp", b"BM"), ("webp", b"RIFF"))
 
 
 def check_image_size(width: int, height: int, source: str, *, query: bool = True) -> None:
@@ -190,6 +153,12 @@ def decode_image(data: bytes, source: str = "the image", *, query: bool = True) 
         )
     kind, width, height = header
     check_image_size(width, height, source, query=query)
+    why = truncation(bytes(data))
+    if why is not None:
+        raise QueryImageError(
+            f"{source} looks like a {kind.upper()} file but cannot decode it: it is truncated "
+            f"({why}); upload the whole file"
+        )
     cv2 = require("cv2")
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:

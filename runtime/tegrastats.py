@@ -187,7 +187,7 @@ def is_jetson() -> bool:
     return find_tegrastats() is not None or l4t_release() is not None
 
 
-def _command_output(argv: Sequence[str], timeout: float = 5.0) -> str | None:
+def command_output(argv: Sequence[str], timeout: float = 5.0) -> str | None:
     """stdout of ``argv`` if it exists and exits 0 within ``timeout``, else ``None``."""
     if shutil.which(argv[0]) is None:
         return None
@@ -210,7 +210,7 @@ def parse_nvpmodel(text: str) -> dict[str, Any] | None:
 
 def nvpmodel_mode() -> dict[str, Any] | str:
     """The power mode from ``nvpmodel -q``, or ``"unknown"`` (no nvpmodel, or unreadable)."""
-    text = _command_output(["nvpmodel", "-q"])
+    text = command_output(["nvpmodel", "-q"])
     parsed = parse_nvpmodel(text) if text else None
     return parsed if parsed is not None else "unknown"
 
@@ -238,7 +238,7 @@ def parse_jetson_clocks(text: str) -> str:
 def jetson_clocks_state() -> str:
     """``"on"``/``"off"`` from ``jetson_clocks --show`` when readable (it usually needs root),
     else ``"unknown"``."""
-    text = _command_output(["jetson_clocks", "--show"])
+    text = command_output(["jetson_clocks", "--show"])
     return parse_jetson_clocks(text) if text else "unknown"
 
 

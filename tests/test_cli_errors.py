@@ -695,6 +695,7 @@ def test_interrupt_leaves_outputs_untouched(tmp_path: Path, sig: int, code: int,
     proc = subprocess.Popen(
         [sys.executable, "-c", SLOW_COMMAND, str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_default_signals,  # a shell's background job starts with SIGINT ignored
     )  # fmt: skip
     assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
     assert len(temps_in(tmp_path)) == 2
@@ -730,15 +731,27 @@ def test_sigkill_leaves_temps_that_the_next_write_removes(tmp_path: Path) -> Non
     assert not temps_in(tmp_path)
 
 
+def _default_signals() -> None:
+    """In a child: SIGINT as an interactive shell gives it (Python then raises
+    KeyboardInterrupt), whatever the test runner inherited (SIG_IGN in a background job)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_signals_during_the_commit_are_held(tmp_path: Path) -> None:
     from locore.fileio import _signals_held
 
-    with pytest.raises(KeyboardInterrupt):
-        with _signals_held():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)
-            held = True  # reached: the interrupt waited
-    assert held
+    # Python's own SIGINT handler, whatever the test runner inherited (SIG_IGN in a background
+    # job): the commit must hold the interrupt, then deliver it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with _signals_held():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+                held = True  # reached: the interrupt waited
+        assert held
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_check_outputs_api(tmp_path: Path) -> None:

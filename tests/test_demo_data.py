@@ -148,3 +148,32 @@ def test_demo_codebook_fitted_on_train_and_cached(demo_cache: Path, train_split:
     assert len(files) == 1
     again = demo_codebook(demo_cache, k=8, extractor=ext, progress=False)
     np.testing.assert_array_equal(again.centroids, book.centroids)
+
+
+def test_png_color_profiles_are_dropped_before_decoding(tmp_path: Path, capfd) -> None:
+    """A PNG with a malformed iCCP chunk (as scikit-image's page.png) decodes to the same pixels
+    without libpng's stderr warning; the chunk walk keeps every other chunk byte for byte."""
+    import cv2
+
+    rng = np.random.default_rng()
+    img = rng.integers(0, 256, size=(int(rng.integers(5, 40)), 33, 3), dtype=np.uint8)
+    png = cv2.imencode(".png", img)[1].tobytes()
+    ihdr_end = 8 + 12 + int.from_bytes(png[8:12], "big")
+    body = b"ICC Profile\x00\x00" + bytes(rng.integers(0, 256, 40, dtype=np.uint8))
+    chunk = len(body).to_bytes(4, "big") + b"iCCP" + body + b"\x00\x00\x00\x00"  # bad CRC too
+    with_profile = png[:ihdr_end] + chunk + png[ihdr_end:]
+    assert sources.png_without_color_profile(with_profile) == png
+    assert sources.png_without_color_profile(b"not a png") == b"not a png"
+    path = tmp_path / "p.png"
+    path.write_bytes(with_profile)
+    capfd.readouterr()
+    assert np.array_equal(sources.read_photo(path), img)
+    assert "libpng" not in capfd.readouterr().err
+
+
+@needs_photos
+def test_reading_the_photos_prints_nothing(capfd) -> None:
+    capfd.readouterr()
+    for p in sources.PHOTOS:
+        sources.read_photo(sources.package_file(p.package, p.distribution, p.relpath))
+    assert capfd.readouterr().err == ""

@@ -84,7 +84,7 @@ def test_plugin_graph_contract(plugin):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         assert set(attrs) == {a.name for a in scan_spec.ATTRIBUTES}
         assert attrs["plugin_version"] == scan_spec.PLUGIN_VERSION.encode() == b"2"
-        assert attrs["plugin_namespace"] == b""
+        assert attrs["plugin_namespace"] == scan_spec.PLUGIN_NAMESPACE.encode() == b"locore"
         assert attrs["variant"] == b"mamba2" and attrs["dt_softplus"] == 0
         assert attrs["chunk_size"] == plugin.config.chunk_size
         assert len(node.input) == scan_spec.MIN_INPUTS == 7  # no z

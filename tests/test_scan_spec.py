@@ -106,7 +106,8 @@ def test_plugin_name_version_namespace_and_input_counts():
 
     assert constant("kSELECTIVE_SCAN_PLUGIN_NAME") == json.dumps(spec.PLUGIN_NAME)
     assert constant("kSELECTIVE_SCAN_PLUGIN_VERSION") == json.dumps(spec.PLUGIN_VERSION)
-    assert constant("kSELECTIVE_SCAN_PLUGIN_NAMESPACE") == json.dumps(spec.PLUGIN_NAMESPACE)
+    assert constant("kSELECTIVE_SCAN_DEFAULT_PLUGIN_NAMESPACE") == json.dumps(spec.PLUGIN_NAMESPACE)
+    assert spec.PLUGIN_NAMESPACE == "locore"  # not "": the generic name must not collide
     # Every registered version: the current one and the old ones kept for built engines.
     olds = [constant(f"kSELECTIVE_SCAN_PLUGIN_VERSION_{v}") for v in spec.PLUGIN_VERSIONS[1:]]
     assert olds == [json.dumps(v) for v in spec.PLUGIN_VERSIONS[1:]]
@@ -248,7 +249,7 @@ def test_node_attributes_defaults_order_and_validation():
         "reverse": 1,
         "chunk_size": 32,
         "plugin_version": spec.PLUGIN_VERSION,
-        "plugin_namespace": "",
+        "plugin_namespace": "locore",
     }
     with pytest.raises(ValueError, match="one of"):
         spec.node_attributes(variant="mamba3")
@@ -294,3 +295,22 @@ def test_weight_inputs_and_abi_version():
     match = re.search(rf"int {spec.ABI_VERSION_FUNCTION}\(void\)\s*\{{\s*return (\d+);", status)
     assert match and int(match.group(1)) == spec.ABI_VERSION
     assert re.search(rf"\b{spec.ABI_VERSION_FUNCTION}\(void\);", _source("selectiveScan.h"))
+
+
+def test_plugin_config_yaml_is_generated_from_the_spec():
+    path = SCAN_DIR / spec.PLUGIN_CONFIG_FILE
+    assert path.read_text() == spec.plugin_config_yaml(), (
+        f"{path} is stale: regenerate it with python -c 'from locore import scan_spec; "
+        f'print(scan_spec.plugin_config_yaml(), end="")\' > {path}'
+    )
+    yaml = pytest.importorskip("yaml", reason="PyYAML reads the file back")
+    data = yaml.safe_load(path.read_text())
+    assert data["name"] == spec.PLUGIN_NAME and data["interface"] == "IPluginV3"
+    assert list(data["versions"]) == list(spec.PLUGIN_VERSIONS)
+    v2 = data["versions"][spec.PLUGIN_VERSION]
+    assert v2["inputs"] == list(spec.INPUT_NAMES) and v2["outputs"] == [spec.OUTPUT.name]
+    assert v2["input_dims"]["x"] == 4 and v2["input_dims"]["A"] == 1  # mamba2: x [B,L,H,P], A [H]
+    fields = [a.name for a in spec.ATTRIBUTES if a.plugin_field]
+    assert v2["attributes"] == fields == ["variant", "dt_softplus", "reverse", "chunk_size"]
+    assert v2["attribute_options"]["dt_softplus"] == [0, 1]
+    assert v2["attribute_types"]["variant"] == "char"

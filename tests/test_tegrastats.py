@@ -159,7 +159,7 @@ def test_nvpmodel_and_jetson_clocks_parsers():
 
 
 def test_probes_say_unknown_without_the_tools(monkeypatch):
-    monkeypatch.setattr(ts, "_command_output", lambda argv, timeout=5.0: None)
+    monkeypatch.setattr(ts, "command_output", lambda argv, timeout=5.0: None)
     assert ts.nvpmodel_mode() == "unknown"
     assert ts.jetson_clocks_state() == "unknown"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -139,3 +141,52 @@ def test_resume_is_bit_exact(files, tmp_path):
     other = TrainConfig(**{**cfg.to_dict(), "lr": 1e-4})
     with pytest.raises(ValueError, match="other options"):
         train(data, tmp_path / "b", other, progress=False)
+
+
+def test_a_run_extends_with_more_steps(files, tmp_path):
+    """Same options with more steps: the run goes on from its last state (the first steps are
+    not redone: their losses are kept as they were); the same steps again writes nothing; fewer
+    steps than done, or another option, is refused with what to do."""
+    root, _, _ = files
+    data = TrainingData.from_files(root / "q.h5", root / "db.h5", root / "nn.pkl",
+                                   root / "gnd.pkl", num_desc=ND, allow_pickle=True)  # fmt: skip
+    cfg = TrainConfig(steps=5, batch_size=2, window=8, checkpoint_every=100, warmup=2,
+                      model_overrides={"d_model": 16, "n_layers": 1})  # fmt: skip
+    first = train(data, tmp_path / "r", cfg, progress=False)
+    assert first.new_steps == 5 and len(first.losses) == 5
+    config = (tmp_path / "r" / "config.json").read_bytes()
+    again = train(data, tmp_path / "r", cfg, progress=False)
+    assert again.new_steps == 0 and again.losses == first.losses
+    assert (tmp_path / "r" / "config.json").read_bytes() == config  # not rewritten
+    longer = TrainConfig(**{**cfg.to_dict(), "steps": 8})
+    extended = train(data, tmp_path / "r", longer, progress=False)
+    assert extended.steps == 8 and extended.new_steps == 3
+    assert extended.losses[:5] == first.losses and len(extended.losses) == 8
+    training = json.loads((tmp_path / "r" / "config.json").read_text())["extra"]["training"]
+    assert training["steps"] == 8 and training["extended_from_steps"] == 5
+    with pytest.raises(ValueError, match="already at step 8, beyond the 6 steps"):
+        train(data, tmp_path / "r", TrainConfig(**{**cfg.to_dict(), "steps": 6}), progress=False)
+    with pytest.raises(ValueError, match=r"other options \(lr 0.002 -> 0.01\)"):
+        train(data, tmp_path / "r", TrainConfig(**{**longer.to_dict(), "lr": 1e-2}),
+              progress=False)  # fmt: skip
+
+
+def test_queries_without_descriptors_are_skipped_on_request(files):
+    """A query whose rows are all masked (no keypoint found, as in the demo's train split) is an
+    error by default and left out of training with skip_empty_queries (the CLI's choice)."""
+    from dataclasses import replace
+
+    from locore.runtime.local_features import ImageIdError
+
+    q, db, ids, gnd = _synthetic(seed=3)
+    empty = sorted(np.random.default_rng().choice(len(gnd), size=2, replace=False).tolist())
+    mask = q.mask.copy()
+    mask[empty] = False
+    q = replace(q, mask=mask)
+    pos = [np.r_[g["easy"], g["hard"]] for g in gnd]
+    junk = [g["junk"] for g in gnd]
+    with pytest.raises(ImageIdError, match="no valid descriptor"):
+        TrainingData.from_arrays(q, db, ids, pos, junk)
+    data = TrainingData.from_arrays(q, db, ids, pos, junk, skip_empty_queries=True)
+    assert data.skipped_queries == empty
+    assert sorted(data.trainable_queries().tolist()) == sorted(set(range(len(gnd))) - set(empty))

@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("locore.commands.eval", "re-rank and score AMES/LOCORE files on official protocols"),
     "train": ("locore.commands.train", "train a re-ranker on AMES/LOCORE feature files"),
     "export": ("locore.commands.export", "export a checkpoint to ONNX (portable or plugin flavor)"),
+    "build": (
+        "locore.commands.build",
+        "build a TensorRT engine from an ONNX model (trtexec flags; --print-trtexec)",
+    ),
     "calibrate": (
         "locore.commands.calibrate",
         "make the FP16 or INT8 (Q/DQ) variant of an ONNX model",

@@ -182,10 +182,38 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def backend_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword options of :func:`locore.runtime.backends.create_backend` from the engine group."""
-    if args.backend == "tensorrt":
-        return {}
+    """Keyword options of :func:`locore.runtime.backends.create_backend` from the engine group.
+
+    TensorRT (``--backend tensorrt``, or ``auto`` on a ``.plan``/``.engine``/``.trt`` file) takes
+    no ONNX Runtime options; an ONNX model it builds through the engine cache gets a profile up to
+    ``--window`` (when the command has one).
+    """
+    from locore.runtime.backends import backend_kind_for
+
+    model = getattr(args, "model", None)
+    kind = args.backend if args.backend != "auto" or model is None else backend_kind_for(model)
+    if kind == "tensorrt":
+        window = getattr(args, "window", None)
+        return {"window": window} if window else {}
     return {"providers": DEVICES[args.device], "threads": thread_count(args.threads)}
+
+
+def read_global_inputs(args: argparse.Namespace, reranker: Any) -> tuple[Any, Any]:
+    """(query, database) global descriptors from ``--query-global`` / ``--db-global`` when the
+    model of ``reranker`` takes them, else ``(None, None)``."""
+    if not reranker.packer.with_global:
+        return None, None
+    if args.query_global is None or args.db_global is None:
+        raise UsageError(
+            f"{args.model} uses global descriptors: give --query-global and --db-global"
+        )
+    from locore.runtime.global_descriptors import read_global_descriptors
+
+    dim = reranker.backend.config.global_dim
+    return (
+        read_global_descriptors(args.query_global, dim=dim),
+        read_global_descriptors(args.db_global, dim=dim),
+    )
 
 
 def add_progress_argument(parser: argparse.ArgumentParser) -> None:

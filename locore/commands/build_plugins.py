@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from locore.fileio import check_outputs
     from locore.native import build_plugins
+    from locore.native.build import configured_libraries
 
     jobs = thread_count(args.jobs, "--jobs")
     check_outputs(
@@ -50,8 +51,11 @@ def run(args: argparse.Namespace) -> int:
         cuda=False if args.no_cuda else None,
         jobs=jobs,
     )
+    ours, leftovers = configured_libraries(out)
     print(f"built native kernels in {out}")
-    for path in sorted(out.glob("*locore*")):
-        if path.is_file() and path.suffix in (".so", ".dylib", ".dll", ".a", ".lib"):
-            print(f"  {path.name}")
+    for path in ours:
+        print(f"  {path.name}")
+    if leftovers:
+        names = ", ".join(p.name for p in leftovers)
+        print(f"not part of this build (left by an earlier configuration of {out}): {names}")
     return 0

@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         type=Path,
         default=None,
-        help="ONNX file or checkpoint folder (default: the shipped model)",
+        help="ONNX file or checkpoint folder, e.g. one `locore train` wrote (exported to ONNX "
+        "on first use, cached; default: the shipped model)",
     )
     parser.add_argument("--split", choices=("test", "train"), default="test")
     parser.add_argument(
@@ -68,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="CHECKPOINT",
         help="pick alpha/temperature on the TRAIN split for this checkpoint "
-        "folder and store them in its config.json (used by later demo runs)",
+        "folder (one of yours: the shipped model is read-only) and store them in its "
+        "config.json (used by later `locore demo --model CHECKPOINT` runs)",
     )
     add_progress_argument(parser)
 
@@ -100,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     cache = args.cache_dir if args.cache_dir is not None else default_cache_dir()
     args.threads = thread_count(args.threads)
+    if args.tune_fusion is not None:
+        from locore.commands.train import refuse_shipped_model
+
+        refuse_shipped_model(args.tune_fusion, "--tune-fusion")
     folders = {"--cache-dir": cache, "--tune-fusion": args.tune_fusion}
     outputs = {}
     if args.tune_fusion is None and not args.prepare:

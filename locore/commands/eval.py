@@ -19,6 +19,7 @@ from locore.commands.args import (
     add_rerank_arguments,
     backend_options,
     int_at_least,
+    read_global_inputs,
     rerank_params,
 )
 
@@ -185,7 +186,6 @@ def run(args: argparse.Namespace) -> int:
         split_queries,
         write_report,
     )
-    from locore.runtime.global_descriptors import read_global_descriptors
     from locore.runtime.ground_truth import (
         ground_truth_from_labels,
         read_ground_truth,
@@ -243,15 +243,7 @@ def run(args: argparse.Namespace) -> int:
         FeatureFile(args.db_features) as database,
     ):
         reranker = Reranker(backend, params, clip_scales=args.clip_scales)
-        query_global = db_global = None
-        if reranker.packer.with_global:
-            if args.query_global is None or args.db_global is None:
-                raise UsageError(
-                    f"{args.model} uses global descriptors: give --query-global and --db-global"
-                )
-            dim = backend.config.global_dim
-            query_global = read_global_descriptors(args.query_global, dim=dim)
-            db_global = read_global_descriptors(args.db_global, dim=dim)
+        query_global, db_global = read_global_inputs(args, reranker)
         report = evaluate(
             args.dataset,
             reranker,

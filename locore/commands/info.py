@@ -29,6 +29,21 @@ def run(args: argparse.Namespace) -> int:
     print("\nBackends:")
     for name, ok in info["backends"].items():
         print(f"  {name:17s} {'available' if ok else 'not available'}")
+    trt = info["tensorrt"]
+    print("\nTensorRT:")
+    print(f"  tensorrt          {trt['tensorrt'] or 'not installed'}")
+    print(f"  cuda-python       {trt['cuda_python'] or 'not installed'}")
+    gpu = trt["gpu"]
+    gpu_text = f"{gpu['name']} (sm {gpu['compute_capability']})" if gpu else trt.get("gpu_error")
+    print(f"  GPU               {gpu_text}")
+    lib = trt["plugin_library"]
+    lib_text = (
+        f"{lib['path']} ({lib['plugin']} versions {', '.join(lib['versions'])}, namespace "
+        f"{lib['namespace']!r}, sha256 {lib['sha256'][:12]})"
+        if lib
+        else trt.get("plugin_error")
+    )
+    print(f"  plugin library    {lib_text}")
     print("\nPackages:")
     missing = []
     for p in info["packages"]:

@@ -21,9 +21,9 @@ from locore.commands.args import (
     add_rerank_arguments,
     backend_options,
     output_path,
+    read_global_inputs,
     rerank_params,
 )
-from locore.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,7 +106,6 @@ def run(args: argparse.Namespace) -> int:
     from locore.progress import progress_bar
     from locore.runtime.ames import FeatureFile
     from locore.runtime.backends import create_backend
-    from locore.runtime.global_descriptors import read_global_descriptors
     from locore.runtime.shortlist import read_shortlist
     from locore.runtime.sliding_windows import Reranker
 
@@ -123,15 +122,7 @@ def run(args: argparse.Namespace) -> int:
     scores = np.empty(shortlist.ids.shape, dtype=np.float32)
     with create_backend(args.model, args.backend, **backend_options(args)) as backend:
         reranker = Reranker(backend, params, clip_scales=args.clip_scales)
-        query_global = db_global = None
-        if reranker.packer.with_global:
-            if args.query_global is None or args.db_global is None:
-                raise UsageError(
-                    f"{args.model} uses global descriptors: give --query-global and --db-global"
-                )
-            dim = backend.config.global_dim
-            query_global = read_global_descriptors(args.query_global, dim=dim)
-            db_global = read_global_descriptors(args.db_global, dim=dim)
+        query_global, db_global = read_global_inputs(args, reranker)
 
         began = time.perf_counter()
         with (

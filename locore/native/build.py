@@ -25,6 +25,8 @@ __all__ = [
     "NativeLibraryError",
     "build_plugins",
     "built_libraries",
+    "configured_libraries",
+    "configured_targets",
     "default_build_dir",
     "ensure_current",
     "find_cpu_library",
@@ -268,11 +270,59 @@ def build_plugins(
 
 
 def built_libraries(build_dir: str | os.PathLike[str]) -> list[Path]:
-    """The locore libraries in a build folder (shared and static), sorted by name."""
+    """The locore libraries in a build folder (shared and static), sorted by name; files an
+    earlier configuration of the folder left (e.g. the CUDA kernel before a ``--no-cuda``
+    build) included: :func:`configured_libraries` has only this configuration's."""
     suffixes = (".so", ".dylib", ".dll", ".a", ".lib")
     return [
         p for p in sorted(Path(build_dir).glob("*locore*")) if p.is_file() and p.suffix in suffixes
     ]
+
+
+_TARGET_LINE = re.compile(r"^(?:\.\.\. )?(locore_\w+)(?::|\s|$)")
+
+
+def configured_targets(build_dir: str | os.PathLike[str]) -> list[str] | None:
+    """The ``locore_*`` CMake targets the build folder is configured for now (``cmake --build
+    DIR --target help``, Ninja and Makefiles alike), or None when CMake cannot say."""
+    cmake = _find_cmake()
+    if cmake is None or not (Path(build_dir) / "CMakeCache.txt").is_file():
+        return None
+    try:
+        proc = subprocess.run(
+            [cmake, "--build", str(build_dir), "--target", "help"],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            check=False,
+            timeout=120,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    found = (_TARGET_LINE.match(line.strip()) for line in proc.stdout.splitlines())
+    return sorted({m.group(1) for m in found if m})
+
+
+def _library_target(path: Path) -> str:
+    """``liblocore_scan_cpu.so`` -> ``locore_scan_cpu``."""
+    stem = path.name.split(".", 1)[0]
+    return stem[3:] if stem.startswith("lib") else stem
+
+
+def configured_libraries(build_dir: str | os.PathLike[str]) -> tuple[list[Path], list[Path]]:
+    """``(this configuration's libraries, leftovers)`` in a build folder: a library is this
+    configuration's when its CMake target is configured now (:func:`configured_targets`); the
+    others were built by an earlier configuration (e.g. ``liblocore_scan_cuda.a`` in a folder
+    now configured with ``--no-cuda``). When CMake cannot list the targets, every library
+    counts as this configuration's."""
+    found = built_libraries(build_dir)
+    targets = configured_targets(build_dir)
+    if targets is None:
+        return found, []
+    ours = [p for p in found if _library_target(p) in targets]
+    return ours, [p for p in found if p not in ours]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 #include "pluginLogger.h"
 
 #include <atomic>
+#include <cstdio>
 
 namespace locore
 {
@@ -22,18 +23,25 @@ void setPluginLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept
 
 void logPluginMessage(nvinfer1::ILogger::Severity severity, char const* message) noexcept
 {
-    nvinfer1::ILoggerFinder* finder = gLoggerFinder.load();
-    if (finder == nullptr || message == nullptr)
+    if (message == nullptr)
     {
         return;
     }
+    nvinfer1::ILoggerFinder* finder = gLoggerFinder.load();
     try
     {
         // findLogger() must run on the thread of the plugin call, so it is looked up per message.
-        nvinfer1::ILogger* logger = finder->findLogger();
+        nvinfer1::ILogger* logger = finder != nullptr ? finder->findLogger() : nullptr;
         if (logger != nullptr)
         {
             logger->log(severity, message);
+        }
+        else if (severity <= nvinfer1::ILogger::Severity::kWARNING)
+        {
+            // No logger finder (the static-registration build, or a loader that never calls
+            // setLoggerFinder): errors and warnings go to stderr instead of being dropped.
+            char const* level = severity == nvinfer1::ILogger::Severity::kWARNING ? "WARNING" : "ERROR";
+            std::fprintf(stderr, "[locore TensorRT plugin] %s: %s\n", level, message);
         }
     }
     catch (...)

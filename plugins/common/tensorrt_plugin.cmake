@@ -86,9 +86,14 @@ add_library(locore_trt_plugins SHARED
 target_include_directories(locore_trt_plugins PRIVATE ${CMAKE_CURRENT_LIST_DIR} ${LOCORE_PLUGIN_INCLUDE_DIRS})
 # TensorRT and CUDA headers are system headers: their own warnings are not ours.
 target_include_directories(locore_trt_plugins SYSTEM PRIVATE ${LOCORE_TENSORRT_INCLUDE_DIR})
-target_link_libraries(locore_trt_plugins PRIVATE locore_scan_cuda ${LOCORE_TENSORRT_LIBRARY} CUDA::cudart)
+# The CUDA runtime linked statically, as TensorRT OSS's plugins do: the library then runs wherever
+# the driver does, and a version-compatible engine can carry it (plugins_to_serialize).
+target_link_libraries(locore_trt_plugins PRIVATE locore_scan_cuda ${LOCORE_TENSORRT_LIBRARY} CUDA::cudart_static)
+set(LOCORE_PLUGIN_NAMESPACE "locore" CACHE STRING
+    "TensorRT plugin namespace of the creators (the exporter writes plugin_namespace=\"locore\")")
 target_compile_definitions(locore_trt_plugins PRIVATE
-  LOCORE_STATIC_PLUGIN_REGISTRATION=$<BOOL:${LOCORE_STATIC_PLUGIN_REGISTRATION}>)
+  LOCORE_STATIC_PLUGIN_REGISTRATION=$<BOOL:${LOCORE_STATIC_PLUGIN_REGISTRATION}>
+  LOCORE_PLUGIN_NAMESPACE="${LOCORE_PLUGIN_NAMESPACE}")
 set_target_properties(locore_trt_plugins PROPERTIES
   OUTPUT_NAME locore_trt_plugins
   CXX_VISIBILITY_PRESET hidden
@@ -101,7 +106,10 @@ if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
   if(NOT APPLE)
     # Fail at link time, not at dlopen() time, on a missing kernel symbol; keep the kernel's own
     # symbols (static locore_scan_cuda) private, so that only getCreators/setLoggerFinder are exported.
-    target_link_options(locore_trt_plugins PRIVATE -Wl,--no-undefined -Wl,--exclude-libs,ALL)
+    target_link_options(locore_trt_plugins PRIVATE -Wl,--no-undefined -Wl,--exclude-libs,ALL
+      -Wl,--version-script=${CMAKE_CURRENT_LIST_DIR}/pluginExports.map)
+    set_property(TARGET locore_trt_plugins APPEND PROPERTY LINK_DEPENDS
+      ${CMAKE_CURRENT_LIST_DIR}/pluginExports.map)
   endif()
 endif()
 

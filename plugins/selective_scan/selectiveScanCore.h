@@ -113,10 +113,12 @@ LOCORE_HD ScanDims scanDims(const LocoreScanParams& p)
         p.dtSoftplus != 0};
 }
 
-/* Rows of one group: its (head, channel) pairs, (H / G) * P. */
-LOCORE_HD int rowsPerGroup(const LocoreScanParams& p)
+/* Rows of one group: its (head, channel) pairs, (H / G) * P, multiplied in 64 bits (each factor is
+ * 32-bit, their product need not be; validateParams() refuses products past INT32_MAX, so callers
+ * that index rows with int may narrow it after validation). */
+LOCORE_HD int64_t rowsPerGroup(const LocoreScanParams& p)
 {
-    return p.nheads / p.ngroups * p.headdim;
+    return static_cast<int64_t>(p.nheads / p.ngroups) * static_cast<int64_t>(p.headdim);
 }
 
 /* ---- indexing (token-major layouts of docs/design.md section 3) ------------------------------ */
@@ -253,6 +255,10 @@ inline int validateParams(const LocoreScanParams* p)
     if (p->nheads % p->ngroups != 0)
     {
         return LOCORE_SCAN_BAD_ARGUMENT;
+    }
+    if (rowsPerGroup(*p) > INT32_MAX)
+    {
+        return LOCORE_SCAN_BAD_ARGUMENT; /* (H / G) * P rows of one group must fit 32-bit indices */
     }
     if (p->variant != LOCORE_SCAN_MAMBA2 && p->variant != LOCORE_SCAN_MAMBA1)
     {

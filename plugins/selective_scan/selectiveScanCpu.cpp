@@ -477,7 +477,7 @@ RunItemFn pickRunItem(bool half)
 
 std::vector<WorkItem> planItems(const LocoreScanParams& p, int threads)
 {
-    const int groupRows = rowsPerGroup(p);
+    const int groupRows = static_cast<int>(rowsPerGroup(p)); /* <= INT32_MAX: validateParams() */
     /* One head per item (mamba2) or 64 channels (mamba1) ... */
     int tile = p.variant == LOCORE_SCAN_MAMBA1 ? std::min(groupRows, 64) : p.headdim;
     /* ... split further while there are fewer items than 2 x threads (tiles stay >= 4 rows). */

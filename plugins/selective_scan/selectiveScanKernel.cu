@@ -11,6 +11,8 @@
 
 #include <stdint.h>
 
+#include <atomic>
+
 namespace locore
 {
 namespace scan
@@ -264,6 +266,34 @@ int launchForState(const LaunchArgs& args, size_t smemBytes, unsigned blocks, cu
     return launchTyped<T, 8>(args, smemBytes, blocks, stream);
 }
 
+/* Multiprocessor count of `device`, asked of the driver once per device and then cached: a TensorRT
+ * enqueue runs this on every call, and the attribute never changes for a device. Thread-safe (two
+ * first callers store the same value). -1 on a CUDA error. */
+int multiprocessorCount(int device)
+{
+    constexpr int kMaxDevices = 64;
+    static std::atomic<int> sCache[kMaxDevices]; /* static storage: zero = not asked yet */
+    const bool cached = device >= 0 && device < kMaxDevices;
+    if (cached)
+    {
+        const int known = sCache[device].load(std::memory_order_relaxed);
+        if (known > 0)
+        {
+            return known;
+        }
+    }
+    int sms = 0;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+    {
+        return -1;
+    }
+    if (cached)
+    {
+        sCache[device].store(sms, std::memory_order_relaxed);
+    }
+    return sms;
+}
+
 } // namespace
 
 size_t selectiveScanWorkspaceSize(const LocoreScanParams& /*params*/)
@@ -289,15 +319,18 @@ int launchSelectiveScan(const LocoreScanParams& params, void* /*workspace*/, cud
 
     LaunchArgs args{};
     args.p = params;
-    args.rowsPerGroup = rowsPerGroup(params);
+    args.rowsPerGroup = static_cast<int>(rowsPerGroup(params)); /* <= INT32_MAX: validateParams() */
     const int64_t groupsTotal = static_cast<int64_t>(params.batch) * params.ngroups;
 
     /* Rows per warp: as many as possible (more independent work per warp) while the grid still
      * has >= 2 blocks per multiprocessor. */
     int device = 0;
-    int sms = 0;
-    if (cudaGetDevice(&device) != cudaSuccess
-        || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+    if (cudaGetDevice(&device) != cudaSuccess)
+    {
+        return LOCORE_SCAN_CUDA_ERROR;
+    }
+    const int sms = multiprocessorCount(device);
+    if (sms <= 0)
     {
         return LOCORE_SCAN_CUDA_ERROR;
     }

@@ -209,6 +209,17 @@ bool validateShapes(SelectiveScanAttributes const& attributes, Dims const* dims,
             + " are not divisible by " + std::to_string(groups) + " groups (input 3, B, is [B, L, G, N])";
         return false;
     }
+    int64_t const state = known(dstate, dims[kC].d[3]);
+    if (state > kSELECTIVE_SCAN_MAX_STATE)
+    {
+        // Refused when the engine is built, not at every enqueue: the CUDA kernel keeps the state
+        // in registers, 32 lanes x 8 elements (kScanMaxDState in selectiveScanKernel.h).
+        error = std::string{variant} + ": state size N = " + std::to_string(state)
+            + " (input 3, B, is [B, L, G, N]) exceeds the CUDA kernel's maximum "
+            + std::to_string(kSELECTIVE_SCAN_MAX_STATE) + "; export the model with d_state <= "
+            + std::to_string(kSELECTIVE_SCAN_MAX_STATE);
+        return false;
+    }
     for (int32_t i = 0; i < nbInputs; ++i)
     {
         for (int32_t k = 0; k < dims[i].nbDims; ++k)

@@ -25,12 +25,20 @@ namespace plugin
 {
 
 //! Plugin name, versions and namespace: the ONNX node `locore::SelectiveScan` with
-//! plugin_version="2" (what the exporter writes) or "1" and plugin_namespace="" resolves to the
+//! plugin_version="2" (what the exporter writes) or "1" and plugin_namespace="locore" resolves to the
 //! creator of that version.
 constexpr char const* kSELECTIVE_SCAN_PLUGIN_NAME{"SelectiveScan"};
 constexpr char const* kSELECTIVE_SCAN_PLUGIN_VERSION{"2"};
 constexpr char const* kSELECTIVE_SCAN_PLUGIN_VERSION_1{"1"};
-constexpr char const* kSELECTIVE_SCAN_PLUGIN_NAMESPACE{""};
+//! The namespace both creators register under: "locore" (locore.scan_spec.PLUGIN_NAMESPACE, what the
+//! exporter writes), so that the generic name cannot collide with another library's SelectiveScan.
+//! Settable at build time (CMake -DLOCORE_PLUGIN_NAMESPACE=..., for models exported with another).
+constexpr char const* kSELECTIVE_SCAN_DEFAULT_PLUGIN_NAMESPACE{"locore"};
+#ifdef LOCORE_PLUGIN_NAMESPACE
+constexpr char const* kSELECTIVE_SCAN_PLUGIN_NAMESPACE{LOCORE_PLUGIN_NAMESPACE};
+#else
+constexpr char const* kSELECTIVE_SCAN_PLUGIN_NAMESPACE{kSELECTIVE_SCAN_DEFAULT_PLUGIN_NAMESPACE};
+#endif
 
 //! The I/O contract of a plugin version: 2 = A, D and dt_bias are FP32 whatever x's dtype;
 //! 1 = every input has x's dtype.
@@ -46,6 +54,9 @@ char const* selectiveScanVersionString(SelectiveScanVersion version) noexcept;
 //! Number of inputs without / with the optional gate z.
 constexpr int32_t kSELECTIVE_SCAN_MIN_INPUTS{7};
 constexpr int32_t kSELECTIVE_SCAN_MAX_INPUTS{8};
+//! Largest state size N the CUDA kernel supports (= kScanMaxDState of selectiveScanKernel.h); a
+//! larger N is refused by configurePlugin(), when the engine is built.
+constexpr int64_t kSELECTIVE_SCAN_MAX_STATE{256};
 
 //! The attributes of one SelectiveScan node (plugin fields), already validated.
 struct SelectiveScanAttributes

@@ -12,7 +12,9 @@
 # -Wall -Wextra -Werror (TensorRT and CUDA headers are included as system headers).
 # With --glue-test it also links those sources with tests/pluginGlueTest.cpp (a stub in place of
 # the CUDA kernel) and runs it: a host-only test of the plugin glue, still without TensorRT
-# libraries or a GPU.
+# libraries or a GPU; and links the sources (tests/kernelStub.cpp for the kernel) into a shared
+# library with common/pluginExports.map and checks that `nm -D` shows only getCreators and
+# setLoggerFinder.
 #
 # Environment:
 #   CXX            C++ compiler (default g++)
@@ -123,6 +125,24 @@ for root in "${roots[@]}"; do
             echo "  ok    pluginGlueTest"
         else
             echo "  FAIL  pluginGlueTest (TensorRT ${version:-?})"
+            status=1
+        fi
+        # The shared library as common/tensorrt_plugin.cmake links it (hidden visibility, the
+        # export map), with tests/kernelStub.cpp in place of the CUDA kernel: `nm -D` must show
+        # exactly the two entry points TensorRT looks up.
+        lib="$workdir/liblocore_trt_plugins.so"
+        if "$cxx" -std=c++17 -O1 -shared -fPIC -fvisibility=hidden -fvisibility-inlines-hidden -Wall -Wextra -Werror \
+            "${includes[@]}" -isystem "$trt_include" -isystem "$cuda_include" "${sources[@]/#/$plugins/}" \
+            "$here/kernelStub.cpp" -Wl,--version-script="$plugins/common/pluginExports.map" -Wl,--no-undefined -o "$lib"; then
+            exported="$(nm -D --defined-only "$lib" | awk '$2 ~ /^[TWDBVRi]$/ {print $3}' | sort | paste -sd' ' -)"
+            if [ "$exported" = "getCreators setLoggerFinder" ]; then
+                echo "  ok    nm -D: exports only getCreators setLoggerFinder"
+            else
+                echo "  FAIL  nm -D exports: $exported (expected getCreators setLoggerFinder)"
+                status=1
+            fi
+        else
+            echo "  FAIL  shared library link with the export map (TensorRT ${version:-?})"
             status=1
         fi
     fi

@@ -128,8 +128,8 @@ int main()
     CHECK(std::strcmp(creator.getPluginVersion(), "2") == 0);
     CHECK(std::strcmp(creatorV1.getPluginName(), "SelectiveScan") == 0);
     CHECK(std::strcmp(creatorV1.getPluginVersion(), "1") == 0);
-    CHECK(std::strcmp(creatorV1.getPluginNamespace(), "") == 0);
-    CHECK(std::strcmp(creator.getPluginNamespace(), "") == 0);
+    CHECK(std::strcmp(creatorV1.getPluginNamespace(), "locore") == 0);
+    CHECK(std::strcmp(creator.getPluginNamespace(), "locore") == 0);
     CHECK(creator.getFieldNames()->nbFields == 4);
 
     // Fields as TensorRT's ONNX parser passes them: NUL-terminated kCHAR strings, kINT32 ints; plus the
@@ -225,6 +225,21 @@ int main()
     CHECK(build->configurePlugin(in, 8, &in[8], 1) != 0);
     CHECK(logger.last.find("input 4 (C)") != std::string::npos);
     in[4].desc.dims = declared[4];
+    // State size N = 512 > 256: refused when the engine is built (configurePlugin), not at enqueue.
+    for (int32_t i : {3, 4})
+    {
+        in[i].desc.dims = makeDims({2, -1, 2, 512});
+        in[i].max = makeDims({2, 100, 2, 512});
+    }
+    CHECK(build->configurePlugin(in, 8, &in[8], 1) != 0);
+    CHECK(logger.last.find("state size N = 512") != std::string::npos);
+    for (int32_t i : {3, 4})
+    {
+        in[i].desc.dims = declared[i];
+        in[i].max = declared[i];
+        in[i].max.d[1] = 100;
+    }
+    CHECK(build->configurePlugin(in, 8, &in[8], 1) == 0);
 
     // Runtime phase: a clone attached to a context sees L = 37 and runs.
     IPluginV3* attached = runtime->attachToContext(nullptr);

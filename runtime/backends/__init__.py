@@ -9,7 +9,9 @@ graph I/O contract, limits). ``"auto"`` chooses by file suffix (``.engine``/``.p
 - ``pluginref``: ``pluginref.pluginref_session`` -> ``OrtRunner``; the plugin flavor in ONNX
   Runtime on the CPU, SelectiveScan run by the CPU library (a reference, as Polygraphy's
   pluginref).
-- ``tensorrt``: not implemented yet (a clear error naming what to use instead).
+- ``tensorrt``: ``tensorrt.load_tensorrt_runner`` -> ``TrtRunner``; an engine from
+  ``locore build`` (checked against its sidecar), or an ONNX file built once through the engine
+  cache (:mod:`locore.runtime.engines`).
 
 A new kind (e.g. the C++ runtime) is one loader + runner registered in :data:`BACKENDS`. Runner
 modules are imported only when chosen, so importing this package imports neither onnxruntime

@@ -138,10 +138,38 @@ def split_source_ids(split: str) -> list[str]:
     return ids
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_without_color_profile(data: bytes) -> bytes:
+    """``data`` (a PNG file) without its ``iCCP`` chunks; anything else is returned as it is.
+
+    OpenCV ignores embedded color profiles, so the decoded pixels are the same; but libpng
+    checks them and prints to stderr, from C, for a malformed one (scikit-image's ``page.png``:
+    "libpng warning: iCCP: ... invalid rendering intent") on every build of the demo.
+    """
+    if not data.startswith(PNG_SIGNATURE):
+        return data
+    out, pos = [PNG_SIGNATURE], len(PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        end = pos + 12 + length  # length, type, data, crc
+        if end > len(data):
+            return data  # truncated: let the decoder report it
+        if data[pos + 4 : pos + 8] != b"iCCP":
+            out.append(data[pos:end])
+        pos = end
+    return b"".join(out) if pos == len(data) else data
+
+
 def read_photo(path: Path) -> np.ndarray:
     """The photo as ``[H, W, 3] uint8`` BGR, resized (down) to :data:`CANONICAL_LONG_SIDE`."""
     cv2 = require("cv2")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if path.suffix.lower() == ".png":
+        raw = np.frombuffer(png_without_color_profile(path.read_bytes()), np.uint8)
+        img = cv2.imdecode(raw, cv2.IMREAD_COLOR)
+    else:
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise DemoDataError(f"OpenCV could not decode {path}")
     h, w = img.shape[:2]
