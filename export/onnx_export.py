@@ -396,14 +396,21 @@ def cached_export(checkpoint: str | Path, cache_dir: str | Path, flavor: str = "
 
     The file name holds a digest of the weights and the model config
     (:func:`locore.checkpoint_format.checkpoint_digest`), so a changed checkpoint is re-exported;
-    the checkpoint's ``extra`` (fusion, training recipe) does not change it.
+    the checkpoint's ``extra`` (fusion, training recipe) does not change it. A plugin-flavor
+    name also holds the plugin version and namespace the node names, so a file exported for
+    another plugin identity is never reused.
     """
     from locore.checkpoint_format import checkpoint_digest
 
     checkpoint = Path(checkpoint)
     if flavor not in FLAVORS:
         raise ExportError(f"flavor must be one of {FLAVORS}, got {flavor!r}")
-    path = Path(cache_dir) / f"{checkpoint.name}-{checkpoint_digest(checkpoint)}-{flavor}.onnx"
+    tag = flavor
+    if flavor == "plugin":  # a plugin-flavor file is bound to the plugin identity it names
+        from locore.scan_spec import PLUGIN_NAMESPACE, PLUGIN_VERSION
+
+        tag += f"-v{PLUGIN_VERSION}-{PLUGIN_NAMESPACE or 'global'}"
+    path = Path(cache_dir) / f"{checkpoint.name}-{checkpoint_digest(checkpoint)}-{tag}.onnx"
     if not path.is_file():
         log.info("exporting %s to %s (first use)", checkpoint, path)
         export_onnx(checkpoint, path, flavor=flavor)
