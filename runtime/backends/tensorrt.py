@@ -83,6 +83,12 @@ class CudaApi:
     def graph_launch(self, graph: Any, stream: Any) -> None:
         raise NotImplementedError
 
+    def event_free(self, event: Any) -> None:
+        """Destroy an event (a binding that frees it on garbage collection does nothing)."""
+
+    def graph_free(self, graph: Any) -> None:
+        """Destroy an executable CUDA graph."""
+
 
 def _check(result: Any, what: str) -> Any:
     """cuda-python returns ``(err, *values)``; raise on an error, return the value(s)."""
@@ -152,10 +158,19 @@ class CudaPython(CudaApi):
         _check(self.rt.cudaStreamBeginCapture(stream, mode), "cudaStreamBeginCapture")
         launch()
         graph = _check(self.rt.cudaStreamEndCapture(stream), "cudaStreamEndCapture")
-        return _check(self.rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        try:
+            return _check(self.rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        finally:  # the executable graph does not need its template
+            _check(self.rt.cudaGraphDestroy(graph), "cudaGraphDestroy")
 
     def graph_launch(self, graph: Any, stream: Any) -> None:
         _check(self.rt.cudaGraphLaunch(graph, stream), "cudaGraphLaunch")
+
+    def event_free(self, event: Any) -> None:
+        _check(self.rt.cudaEventDestroy(event), "cudaEventDestroy")
+
+    def graph_free(self, graph: Any) -> None:
+        _check(self.rt.cudaGraphExecDestroy(graph), "cudaGraphExecDestroy")
 
 
 class PyCuda(CudaApi):
@@ -418,6 +433,10 @@ class TrtRunner(Runner):
                 self.cuda.free(ptr)
             for handle, _ in ctx.host.values():
                 self.cuda.host_free(handle)
+            for graph in ctx.graphs.values():
+                self.cuda.graph_free(graph)
+            for event in ctx.events:
+                self.cuda.event_free(event)
             self.cuda.stream_free(ctx.stream)
         self._all = []
         self.__dict__.pop("engine", None)
