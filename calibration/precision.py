@@ -25,7 +25,7 @@ from typing import Any
 from locore.calibration.graph import dense_layers, strong_typing_problems, tensor_types
 from locore.calibration.int8 import METHODS, activation_amax, augmented_runner, check_method
 from locore.calibration.sets import CalibrationSet, demo_calibration_set
-from locore.config import GraphIO, LocoreConfig
+from locore.config import META_CALIBRATION, META_PRECISION, GraphIO, LocoreConfig
 from locore.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,6 @@ __all__ = ["META_PRECISION", "PRECISIONS", "CalibrationResult", "calibrate", "ma
 
 PRECISIONS = ("fp16", "int8")
 """What ``calibrate`` makes (the input is the FP32 export)."""
-META_PRECISION = "locore.precision"
-"""Metadata key: ``fp32`` (absent), ``fp16`` or ``int8``."""
-META_CALIBRATION = "locore.calibration"
-"""Metadata key of an INT8 file: method, amax per activation, the calibration set's provenance."""
 
 
 class PrecisionError(RuntimeError):

@@ -130,6 +130,8 @@ def metadata_keys() -> str:
         (cfg.META_KIND, f"what the file is, e.g. `{cfg.DINO_KIND}`"),
         (cfg.META_DINO_CONFIG, "DinoConfig JSON (DINOv2 feature models)"),
         (cfg.META_DINO_GRAPH_IO, "graph I/O JSON of a DINOv2 feature model"),
+        (cfg.META_PRECISION, "`fp16` or `int8` (written by `locore calibrate`; absent: fp32)"),
+        (cfg.META_CALIBRATION, "INT8: method, range per activation, the calibration set"),
     ]
     return _table(("ONNX metadata key", "value"), ((f"`{k}`", v) for k, v in keys))
 

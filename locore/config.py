@@ -291,6 +291,8 @@ META_VERSION = "locore.version"  # locore-edge version that exported the file (e
 META_KIND = "locore.kind"  # what the file is, e.g. DINO_KIND
 META_DINO_CONFIG = "locore.dino_config"  # DinoConfig JSON (also in DINOv2 weight files)
 META_DINO_GRAPH_IO = "locore.dino_graph_io"  # dino_graph_io(...).to_dict() JSON
+META_PRECISION = "locore.precision"  # "fp16" / "int8" (locore calibrate); absent means fp32
+META_CALIBRATION = "locore.calibration"  # INT8: method, amax per activation, the set's provenance
 DINO_KIND = "dino_local_features"  # META_KIND of a DINOv2 local-feature model
 
 BATCH_DIM = "batch"

@@ -44,6 +44,7 @@ from locore.config import (
     GALLERY_DIM,
     META_CONFIG,
     META_FLAVOR,
+    META_PRECISION,
     ConfigError,
     GraphIO,
 )
@@ -86,8 +87,6 @@ __all__ = [
 
 ENGINE_FORMAT = 1
 """Version of the sidecar's layout; a sidecar of another format is refused (rebuild)."""
-META_PRECISION = "locore.precision"
-"""ONNX metadata key of the precision (written by ``locore calibrate``; absent means fp32)."""
 PLUGIN_ENV = "LOCORE_TRT_PLUGIN"
 """Environment variable: path of the TensorRT plugin library (liblocore_trt_plugins.so)."""
 PLUGIN_STEM = "locore_trt_plugins"

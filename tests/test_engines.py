@@ -332,11 +332,6 @@ def test_find_plugin_library_order(tmp_path: Path) -> None:
         E.find_plugin_library([], {E.PLUGIN_ENV: str(tmp_path / "missing.so")}, dirs)
 
 
-def test_precision_key_is_calibrations() -> None:
-    precision = pytest.importorskip("locore.calibration.precision", reason="needs calibration")
-    assert precision.META_PRECISION == E.META_PRECISION
-
-
 # ---- without TensorRT ---------------------------------------------------------------------------
 @pytest.mark.skipif(is_available("tensorrt"), reason="TensorRT is installed here")
 def test_probe_machine_without_tensorrt() -> None:
