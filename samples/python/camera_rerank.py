@@ -99,8 +99,6 @@ class Overlay:
         return self._thumbs[i]
 
     def draw(self, frame: np.ndarray, hits: list[dict[str, Any]], text: list[str]) -> np.ndarray:
-        import cv2
-
         h, w = frame.shape[:2]
         canvas = np.zeros((h, w + self.tile, 3), np.uint8)
         canvas[:, :w] = frame
@@ -110,35 +108,20 @@ class Overlay:
                 break
             canvas[y : y + self.tile, w:] = self.thumb(hit["id"])
             label = f"#{hit['rank']} {hit['score']:.2f}"
-            cv2.putText(
-                canvas,
-                label,
-                (w + 3, y + 16),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.45,
-                (0, 0, 0),
-                3,
-                cv2.LINE_AA,
-            )
-            cv2.putText(
-                canvas,
-                label,
-                (w + 3, y + 16),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.45,
-                (255, 255, 255),
-                1,
-                cv2.LINE_AA,
-            )
+            _outlined_text(canvas, label, (w + 3, y + 16), 0.45, (255, 255, 255))
         for k, line in enumerate(text):
-            y = 20 + 20 * k
-            cv2.putText(
-                canvas, line, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA
-            )
-            cv2.putText(
-                canvas, line, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (80, 255, 80), 1, cv2.LINE_AA
-            )
+            _outlined_text(canvas, line, (8, 20 + 20 * k), 0.5, (80, 255, 80))
         return canvas
+
+
+def _outlined_text(
+    canvas: np.ndarray, text: str, org: tuple[int, int], scale: float, color: tuple[int, ...]
+) -> None:
+    """``text`` in ``color`` with a black outline, readable on any background."""
+    import cv2
+
+    for thickness, ink in ((3, (0, 0, 0)), (1, color)):
+        cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, ink, thickness, cv2.LINE_AA)
 
 
 def open_capture(source: str) -> Any:
