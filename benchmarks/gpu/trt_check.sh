@@ -11,7 +11,9 @@
 #    CPU (the portable FP32 model), checks per-precision tolerances (fp32 2e-3, fp16 3e-2, int8
 #    1.5e-1 on the logits, max abs), and times one window trtexec-style (warm-up 200 ms, then
 #    >= 3 s: mean / median / p90 / p99 of the GPU compute time and of the end-to-end call);
-# 4. writes OUT_DIR/trt_check.json (one record per engine + machine facts) and prints it.
+# 4. builds the C++ runtime with TensorRT and checks locore::TrtScorer on every engine against
+#    the same ONNX Runtime logits (locore_trt_scorer_check; OUT_DIR/cpp_scorer.jsonl);
+# 5. writes OUT_DIR/trt_check.json (one record per engine + machine facts) and prints it.
 # Also prints each build's trtexec command (`locore build --print-trtexec`). Exit 0 when every
 # comparison passes. Env: TENSORRT_ROOT (for the plugin library), PYTHON (default python3).
 set -euo pipefail
@@ -47,6 +49,51 @@ for flavor in portable plugin; do
       --dynamicPlugins "$PLUGIN" --window 48 --timingCacheFile "$OUT/timing.cache"
   done
 done
+
+echo "== C++ runtime: locore::TrtScorer against ONNX Runtime"
+cmake -S runtime/cpp -B "$OUT/runtime" -DCMAKE_BUILD_TYPE=Release -DTENSORRT_ROOT="$TENSORRT_ROOT" \
+  -DLOCORE_WITH_HDF5=OFF > "$OUT/runtime-configure.log"
+grep -q "LOCORE_RUNTIME_HAS_TENSORRT 1" "$OUT/runtime/include/locore/version.hpp" || {
+  echo "trt_check: CMake did not enable the TensorRT scorer (see $OUT/runtime-configure.log)" >&2; exit 1; }
+cmake --build "$OUT/runtime" --target locore_trt_scorer_check --parallel "$(nproc)"
+OUT="$OUT" "$PY" - <<'PY'
+import json, os
+from pathlib import Path
+import numpy as np
+from locore.runtime.backends import create_backend
+
+out = Path(os.environ["OUT"])
+ref = create_backend(out / "portable-fp32.onnx", "onnxruntime")
+windows = []
+for gallery, seed in ((1, 10), (17, 11), (48, 12)):
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name, value in ref.probe_feeds().items():
+        shape = list(value.shape)
+        if name.startswith("gallery"):
+            shape[1] = gallery
+        if value.dtype == np.bool_:
+            feeds[name] = rng.random(shape) < 0.9
+        elif value.dtype.kind == "f":
+            x = rng.standard_normal(shape)
+            feeds[name] = (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+        else:
+            feeds[name] = rng.integers(0, ref.config.num_scales, shape).astype(value.dtype)
+    scores = ref.infer(feeds)["scores"]
+    windows.append({"batch": int(scores.shape[0]), "num_gallery": gallery,
+                    "expected": scores.astype(np.float64).ravel().tolist(),
+                    "inputs": {k: {"dtype": str(v.dtype), "shape": list(v.shape),
+                                   "data": v.ravel().tolist()} for k, v in feeds.items()}})
+for precision, tol in {"fp32": 2e-3, "fp16": 3e-2, "int8": 1.5e-1}.items():
+    (out / f"vectors-{precision}.json").write_text(json.dumps({"tolerance": tol, "windows": windows}))
+PY
+cpp_ok=1
+for plan in "$OUT"/*.plan; do
+  precision="${plan##*-}"; precision="${precision%.plan}"
+  "$OUT/runtime/locore_trt_scorer_check" "$plan" "$OUT/vectors-$precision.json" --plugin "$PLUGIN" \
+    | tee -a "$OUT/cpp_scorer.jsonl" || cpp_ok=0
+done
+[ "$cpp_ok" = 1 ] || { echo "trt_check: the C++ TrtScorer differs from ONNX Runtime (see above)" >&2; exit 1; }
 
 echo "== scores against ONNX Runtime (CPU) and timings"
 OUT="$OUT" "$PY" - <<'PY'

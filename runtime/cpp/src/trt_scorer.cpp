@@ -723,6 +723,13 @@ struct TrtScorer::Impl
                 info.min_shape = profile_shape(nvinfer1::OptProfileSelector::kMIN);
                 info.opt_shape = profile_shape(nvinfer1::OptProfileSelector::kOPT);
                 info.max_shape = profile_shape(nvinfer1::OptProfileSelector::kMAX);
+                bool is_static = std::none_of(info.shape.begin(), info.shape.end(),
+                                              [](std::int64_t d) { return d < 0; });
+                if (info.max_shape.size() != info.shape.size() && is_static)
+                {
+                    // A static input may have no profile entry: its shape is its only shape.
+                    info.min_shape = info.opt_shape = info.max_shape = info.shape;
+                }
                 if (info.max_shape.size() != info.shape.size())
                 {
                     // Shape tensors and inputs without a profile entry: a re-ranker has none.

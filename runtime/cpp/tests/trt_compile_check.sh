@@ -3,7 +3,7 @@
 # more sets of TensorRT headers, with -Werror.
 #
 # Usage:
-#   runtime/cpp/tests/trt_compile_check.sh [--cmake] [HEADER_SET ...]
+#   runtime/cpp/tests/trt_compile_check.sh [--emulate] [--cmake] [HEADER_SET ...]
 #
 # Each HEADER_SET is a folder holding NvInfer.h, or a TensorRT root whose include/ (JetPack:
 # include/aarch64-linux-gnu/ or include/x86_64-linux-gnu/; CUDA-style: targets/*/include/) holds
@@ -13,6 +13,12 @@
 # No TensorRT library and no GPU are needed: the file is compiled (g++ -c, output discarded) with
 # -std=c++17 -Wall -Wextra -Wpedantic -Wshadow -Werror, the runtime's warning flags, TensorRT and
 # CUDA headers included as system headers; a deprecated TensorRT call fails the check.
+# With --emulate it also builds tests/trt_scorer_emulation.cpp with each set and runs it: the
+# scorer on the CPU against a fake TensorRT (tests/gen_trt_fakes.py implements the set's
+# apiv::VRuntime/VCudaEngine/VExecutionContext by aborting; the test overrides the calls the scorer
+# makes) and a host emulation of the CUDA runtime. It checks the scorer's logic (sidecar checks,
+# I/O discovery, profile shapes, dtype conversion, scores read back), not TensorRT or a GPU.
+# Needs python3; about 20 s per set.
 # With --cmake it also configures and builds runtime/cpp (the library and locore_trt_scorer_check)
 # against each set with a stub libnvinfer (the three C entry points, all failing), which checks
 # the CMake detection (LOCORE_RUNTIME_HAS_TENSORRT 1) and that the scorer links, then runs the
@@ -35,6 +41,7 @@ cxx="${CXX:-g++}"
 sources=(src/trt_scorer.cpp tests/trt_scorer_check.cpp)
 
 with_cmake=0
+with_emulation=0
 args=()
 for arg in "$@"; do
     case "$arg" in
@@ -43,6 +50,7 @@ for arg in "$@"; do
         exit 0
         ;;
     --cmake) with_cmake=1 ;;
+    --emulate) with_emulation=1 ;;
     *) args+=("$arg") ;;
     esac
 done
@@ -100,6 +108,35 @@ if ! cuda_include="$(find_cuda_include)"; then
     echo "SKIP: TensorRT scorer compile check: cuda_runtime_api.h not found (install the CUDA toolkit or set CUDA_INCLUDE)"
     exit 0
 fi
+
+# --emulate: the scorer against a fake TensorRT and a host CUDA runtime, on the CPU.
+emulation_check() {
+    local trt_include="$1" version="$2" work ok=1 core=()
+    work="$(mktemp -d)"
+    local src
+    for src in "$root"/src/*.cpp; do
+        case "$src" in
+        */trt_scorer.cpp | */hdf5_features.cpp) ;;
+        *) core+=("$src") ;;
+        esac
+    done
+    if ! python3 "$here/gen_trt_fakes.py" "$trt_include" "$work/fakes.inc" >"$work/log" 2>&1 ||
+        ! "$cxx" -std=c++17 -O1 -w -I"$root/include" -isystem "$trt_include" -isystem "$cuda_include" \
+            "-DLOCORE_FAKES_INC=\"$work/fakes.inc\"" "$here/trt_scorer_emulation.cpp" \
+            "$root/src/trt_scorer.cpp" "${core[@]}" -o "$work/emulation" >>"$work/log" 2>&1; then
+        echo "FAIL  TensorRT $version: building the emulation test:"
+        tail -n 30 "$work/log"
+        ok=0
+    elif (cd "$work" && ./emulation >>"$work/log" 2>&1); then
+        echo "ok    TensorRT $version: $(tail -n 1 "$work/log")"
+    else
+        echo "FAIL  TensorRT $version: the emulation test:"
+        tail -n 30 "$work/log"
+        ok=0
+    fi
+    rm -rf "$work"
+    [ "$ok" -eq 1 ]
+}
 
 # --cmake: build runtime/cpp against a fake TensorRT root (the header set + a stub libnvinfer).
 cmake_check() {
@@ -161,6 +198,9 @@ for set in "${sets[@]}"; do
             status=1
         fi
     done
+    if [ "$with_emulation" -eq 1 ]; then
+        emulation_check "$trt_include" "${version:-unknown}" || status=1
+    fi
     if [ "$with_cmake" -eq 1 ]; then
         cmake_check "$trt_include" "${version:-unknown}" || status=1
     fi
