@@ -125,15 +125,27 @@ class TrainingData:
         num_desc: int,
         allow_pickle: bool = False,
         skip_empty_queries: bool = False,
+        query_global: str | Path | None = None,
+        db_global: str | Path | None = None,
     ) -> TrainingData:
-        """Reads the four files (see :meth:`from_arrays` for ``skip_empty_queries``)."""
+        """Reads the four files (see :meth:`from_arrays` for ``skip_empty_queries``); with
+        ``query_global`` and ``db_global`` (raw float32 [N, Dg] files) also the global
+        descriptors, for models with ``use_global``."""
         from locore.runtime.ames import FeatureFile
+        from locore.runtime.global_descriptors import read_global_descriptors
         from locore.runtime.ground_truth import read_ground_truth
         from locore.runtime.shortlist import read_shortlist
 
+        if (query_global is None) != (db_global is None):
+            raise UsageError("give both query and database global descriptors, or neither")
         with FeatureFile(query_features) as fq, FeatureFile(db_features) as fd:
             q = fq.read_all(num_desc)
             d = fd.read_all(num_desc)
+        if query_global is not None and db_global is not None:
+            qg = read_global_descriptors(query_global, num_images=len(q))
+            dg = read_global_descriptors(db_global, dim=qg.shape[1], num_images=len(d))
+            q = replace(q, global_desc=np.asarray(qg, dtype=np.float32))
+            d = replace(d, global_desc=np.asarray(dg, dtype=np.float32))
         sl = read_shortlist(shortlist, allow_pickle=allow_pickle)
         gt = read_ground_truth(ground_truth, allow_pickle=allow_pickle)
         positives = [np.concatenate([g["easy"], g["hard"]]).astype(np.int64) for g in gt.gnd]
@@ -415,6 +427,13 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     shapes = {"desc_dim": data.queries.desc_dim, "num_desc": data.queries.num_desc}
+    if cfg.model_overrides.get("use_global"):
+        if data.queries.global_desc is None:
+            raise UsageError(
+                "the model uses global descriptors (use_global=True), but the training data has "
+                "none: give the query and database global descriptor files"
+            )
+        shapes["global_dim"] = int(data.queries.global_desc.shape[-1])
     for key, value in shapes.items():
         if key in cfg.model_overrides and cfg.model_overrides[key] != value:
             raise UsageError(

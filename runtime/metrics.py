@@ -30,6 +30,9 @@ and the copies in AMES ``src/utils/revisited.py`` and LOCORE ``common_utils/revi
   one positive in the top K once junk (e.g. the query itself) is removed.
 - :func:`recall_at_k`: shortlist recall, the mean fraction of a query's positives inside the
   raw top ``k``, junk included (it takes a shortlist slot exactly as it would for a re-ranker).
+- **Confidence intervals** (:func:`bootstrap_ci`): the mean of per-query values (APs from
+  :func:`compute_map_per_query`, or the paired differences of two methods' APs on the same
+  queries) and its percentile bootstrap interval, queries resampled with replacement.
 """
 
 from __future__ import annotations
@@ -239,3 +242,42 @@ def precision_recall_curve(
     if not curves:
         return levels, np.full(levels.shape, np.nan)
     return levels, np.mean(curves, axis=0)
+
+
+BOOTSTRAP_CHUNK = 1 << 22  # resampled values drawn at once (memory bound for many queries)
+
+
+def bootstrap_ci(
+    per_query: np.ndarray, *, resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """``(mean, lo, hi)``: the mean of ``per_query`` and its percentile bootstrap interval.
+
+    per_query: [Nq] float, one value per query — APs (:func:`compute_map_per_query`), or the
+    paired differences ``ap_a - ap_b`` of two methods on the same queries (resampling the
+    queries keeps each pair together). NaN entries (queries without positives) are dropped,
+    as the mAP skips them. ``resamples`` means of Nq queries drawn with replacement (seeded
+    by ``seed``); ``lo``/``hi`` are their ``(1 - level) / 2`` and ``(1 + level) / 2``
+    quantiles. All three are NaN when no value is finite.
+    """
+    values = np.asarray(per_query, dtype=np.float64)
+    if values.ndim != 1:
+        raise ValueError(
+            f"per_query must be a 1-D array of per-query values [Nq], got shape "
+            f"{list(values.shape)}; pass one AP (or AP difference) per query"
+        )
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), e.g. 0.95, got {level}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    values = values[~np.isnan(values)]
+    n = values.size
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    rows = max(1, BOOTSTRAP_CHUNK // n)
+    for start in range(0, resamples, rows):
+        stop = min(resamples, start + rows)
+        means[start:stop] = values[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return float(values.mean()), float(lo), float(hi)

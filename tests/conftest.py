@@ -24,3 +24,27 @@ def shipped_onnx(demo_cache: Path):
         return cached_export(shipped_model_dir(), demo_cache / "models", flavor)
 
     return export
+
+
+# ---- lines for the end of the pytest output -------------------------------------------------
+_SUMMARY = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture
+def terminal_summary(request: pytest.FixtureRequest):
+    """``add(line)``: show ``line`` in a "locore" section at the end of the pytest output,
+    whatever the capture settings (e.g. the demo test's LOCORE - RANSAC difference in CI)."""
+    config = request.config
+
+    def add(line: str) -> None:
+        config.stash.setdefault(_SUMMARY, []).append(line)
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    lines = config.stash.get(_SUMMARY, [])
+    if lines:
+        terminalreporter.section("locore")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -190,3 +190,35 @@ def test_queries_without_descriptors_are_skipped_on_request(files):
     data = TrainingData.from_arrays(q, db, ids, pos, junk, skip_empty_queries=True)
     assert data.skipped_queries == empty
     assert sorted(data.trainable_queries().tolist()) == sorted(set(range(len(gnd))) - set(empty))
+
+
+def test_global_descriptors_train_a_global_token_model(files, tmp_path, capsys):
+    """--set use_global=true takes --query-global/--db-global: global_dim comes from the files,
+    the packed batches carry them, the recipe names them by role; either half alone is refused."""
+    from locore.runtime.global_descriptors import write_global_descriptors
+
+    root, ids, gnd = files
+    rng = np.random.default_rng(5)
+    dg = 6
+    write_global_descriptors(root / "qg.npy", rng.normal(size=(len(gnd), dg)).astype(np.float32))
+    write_global_descriptors(root / "dbg.npy", rng.normal(size=(60, dg)).astype(np.float32))
+    base = [
+        "train", "--query-features", str(root / "q.h5"), "--db-features", str(root / "db.h5"),
+        "--shortlist", str(root / "nn.pkl"), "--ground-truth", str(root / "gnd.pkl"),
+        "--allow-pickle", "--num-desc", str(ND), "--steps", "3", "--batch-size", "2",
+        "--window", "8", "--threads", "1", "--set", "d_model=16", "--set", "n_layers=1",
+    ]  # fmt: skip
+    globs = ["--query-global", str(root / "qg.npy"), "--db-global", str(root / "dbg.npy")]
+    out = tmp_path / "g"
+    code = main([*base, *globs, "--set", "use_global=true", "--output", str(out)])
+    assert code == 0, capsys.readouterr().err
+    model = load_checkpoint(out)
+    assert model.config.use_global and model.config.global_dim == dg
+    assert model.global_proj is not None and model.global_proj.in_features == dg
+    recipe = json.loads((out / "config.json").read_text())["extra"]["training"]["command"]
+    assert "--query-global <query-global> --db-global <db-global>" in recipe
+    assert str(root) not in recipe
+    assert main([*base, "--set", "use_global=true", "--output", str(tmp_path / "x")]) == 2
+    assert "needs --query-global and --db-global" in capsys.readouterr().err
+    assert main([*base, *globs, "--output", str(tmp_path / "y")]) == 2
+    assert "add --set use_global=true" in capsys.readouterr().err

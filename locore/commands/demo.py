@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="shortlist length K, all re-ranked (100)",
     )
     add_rerank_arguments(parser, with_topk=False)
-    parser.add_argument("--no-ransac", action="store_true", help="skip the RANSAC baseline")
+    parser.add_argument("--no-ransac", action="store_true", help="skip the two RANSAC baselines")
     parser.add_argument(
         "--picture",
         type=Path,

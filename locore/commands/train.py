@@ -18,6 +18,7 @@ from locore.commands.args import add_threads_argument, finite_float, int_at_leas
 from locore.errors import OutputError, UsageError
 
 INPUT_FLAGS = ("query_features", "db_features", "shortlist", "ground_truth")
+GLOBAL_FLAGS = ("query_global", "db_global")  # only for models with use_global
 DEMO_SPLITS = ("train",)  # training on the test split would report a trained-on benchmark
 
 
@@ -58,6 +59,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     files.add_argument(
         "--ground-truth", type=Path, default=None, help="revisitop gnd pickle (easy/hard/junk)"
+    )
+    files.add_argument(
+        "--query-global",
+        type=Path,
+        default=None,
+        help="query global descriptors, raw float32 [Nq, Dg] (.npy); only for --set "
+        "use_global=true (with --demo-split: the demo's VLAD files)",
+    )
+    files.add_argument(
+        "--db-global",
+        type=Path,
+        default=None,
+        help="database global descriptors, raw float32 [N, Dg] (.npy), with --query-global",
     )
     files.add_argument(
         "--demo-split",
@@ -128,6 +142,9 @@ def training_recipe(args: argparse.Namespace) -> str:
     else:
         for flag in INPUT_FLAGS:
             parts.append(f"--{flag.replace('_', '-')} <{flag.replace('_', '-')}>")
+        for flag in GLOBAL_FLAGS:
+            if getattr(args, flag, None) is not None:
+                parts.append(f"--{flag.replace('_', '-')} <{flag.replace('_', '-')}>")
     parts.append("--output <output>")
     if args.allow_pickle:
         parts.append("--allow-pickle")
@@ -161,16 +178,24 @@ def model_overrides(items: list[str], preset: str = "tiny") -> dict[str, Any]:
             raise UsageError(f"--set {item}: {key} cannot be set here; {NOT_SETTABLE[key]}")
     try:
         overrides = parse_overrides(items)
-        LocoreConfig.preset(preset, **overrides)
+        checked = dict(overrides)
+        if checked.get("use_global") and "global_dim" not in checked:
+            checked["global_dim"] = 1  # read from the global descriptor files by training
+        LocoreConfig.preset(preset, **checked)
     except (ConfigError, TypeError) as exc:
         raise UsageError(f"--set {' '.join(items)}: {exc}") from exc
     return overrides
 
 
-def training_files(args: argparse.Namespace) -> tuple[dict[str, Path], bool]:
+def training_files(
+    args: argparse.Namespace, use_global: bool = False
+) -> tuple[dict[str, Path], bool]:
     """``(role -> file, allow_pickle)`` of the training set: the four flags, or the demo split's
-    files (prepared on first use; their pickles were written by locore itself, so they load)."""
-    given = [f"--{n.replace('_', '-')}" for n in INPUT_FLAGS if getattr(args, n) is not None]
+    files (prepared on first use, with ``--num-desc`` descriptors per image; their pickles were
+    written by locore itself, so they load). With ``use_global`` also ``query_global`` and
+    ``db_global`` (the flags, or the demo's VLAD files)."""
+    flags = INPUT_FLAGS + GLOBAL_FLAGS
+    given = [f"--{n.replace('_', '-')}" for n in flags if getattr(args, n, None) is not None]
     if args.demo_split is not None:
         if given:
             raise UsageError(
@@ -180,8 +205,20 @@ def training_files(args: argparse.Namespace) -> tuple[dict[str, Path], bool]:
         from locore.runtime.demo import default_cache_dir, prepare_split
 
         cache = args.cache_dir if args.cache_dir is not None else default_cache_dir()
-        demo = prepare_split(args.demo_split, cache)
-        return {name: getattr(demo, name) for name in INPUT_FLAGS}, True
+        demo = prepare_split(args.demo_split, cache, num_desc=max(args.num_desc, 48))
+        roles = INPUT_FLAGS + (GLOBAL_FLAGS if use_global else ())
+        return {name: getattr(demo, name) for name in roles}, True
+    globals_given = [getattr(args, n, None) is not None for n in GLOBAL_FLAGS]
+    if any(globals_given) and not use_global:
+        raise UsageError(
+            "--query-global/--db-global are for models with global descriptors: add --set "
+            "use_global=true, or drop them"
+        )
+    if use_global and not all(globals_given):
+        raise UsageError(
+            "a model with use_global=true needs --query-global and --db-global (raw float32 "
+            "[N, Dg] files of the queries and the database)"
+        )
     if args.cache_dir is not None:
         raise UsageError("--cache-dir only applies to --demo-split; drop it")
     missing = [f"--{n.replace('_', '-')}" for n in INPUT_FLAGS if getattr(args, n) is None]
@@ -191,7 +228,8 @@ def training_files(args: argparse.Namespace) -> tuple[dict[str, Path], bool]:
             "--db-features --shortlist --ground-truth, or --demo-split train for the demo's "
             "train split"
         )
-    return {name: getattr(args, name) for name in INPUT_FLAGS}, args.allow_pickle
+    roles = INPUT_FLAGS + (GLOBAL_FLAGS if use_global else ())
+    return {name: getattr(args, name) for name in roles}, args.allow_pickle
 
 
 def default_output(args: argparse.Namespace) -> Path:
@@ -236,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
     cfg.preset = args.preset
     cfg.model_overrides.update(overrides)
     cfg.validate()  # every value a run can use, before the feature files are read
-    files, allow_pickle = training_files(args)
+    files, allow_pickle = training_files(args, use_global=bool(overrides.get("use_global")))
     output = args.output if args.output is not None else default_output(args)
     if args.output is None:
         check_outputs({}, {}, folders={"--output": output})
@@ -248,6 +286,8 @@ def run(args: argparse.Namespace) -> int:
         num_desc=args.num_desc,
         allow_pickle=allow_pickle,
         skip_empty_queries=True,
+        query_global=files.get("query_global"),
+        db_global=files.get("db_global"),
     )
     print(
         f"training {cfg.preset} on {data.num_queries - len(data.skipped_queries)} queries, "

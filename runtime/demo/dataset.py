@@ -23,8 +23,9 @@ Everything is seeded; the build records a SHA-256 of its files and ground truth,
 can be compared. A split is cached under ``<cache>/v{DEMO_VERSION}/<split>/`` (JPEG files and
 ``meta.json``); :func:`build_demo` reuses it.
 
-Sizes (v1): test 12 sources (10 photos, 2 bikes.mp4 shots), 24 queries, 489 database images;
-train 18 sources (14 photos, 3 bikes.mp4 shots, carphone), 72 queries, 927 database images.
+Sizes (v3, :data:`SPLIT_SIZES`): test 12 sources (10 photos, 2 bikes.mp4 shots), 108 queries
+(9 per source), 718 database images; train 18 sources (14 photos, 3 bikes.mp4 shots, carphone),
+216 queries, 1575 database images. (v1: test 24 queries, 489 database images.)
 """
 
 from __future__ import annotations
@@ -52,10 +53,11 @@ from locore.runtime.demo.sources import (
     read_photo,
     read_video,
 )
+from locore.runtime.sift import SiftExtractor
 
 logger = logging.getLogger(__name__)
 
-DEMO_VERSION = 1
+DEMO_VERSION = 3  # v3: a test split of >= 100 queries with >= 16 keypoints each (issue 15)
 DEMO_SEED = 20250327
 OVERLAP_GRID = 4  # ground-truth masks are computed at 1/4 of the canonical resolution
 
@@ -64,11 +66,16 @@ OVERLAP_GRID = 4  # ground-truth masks are computed at 1/4 of the canonical reso
 # look alike globally (same colours, same style) but share no local feature.
 QUERY_BOX = (0.3, 0.55)
 RANDOM_BOX = (0.2, 0.6)
+QUERY_DRAWS = 20
 
-# Per split: queries per source, targeted easy / hard views per query, random views per source.
+# Per split: queries per source, targeted easy / hard views per query, random views per source,
+# video frames per shot; "min_kp" (optional, default 0): a photo's query box is redrawn (at most
+# QUERY_DRAWS times, else the box with the most) until its stored crop has at least this many
+# SIFT keypoints (:class:`~locore.runtime.sift.SiftExtractor`): a query must show something a
+# local method can match, or no re-ranker applies to it (flat crops of retina, rocket, coffee).
 SPLIT_SIZES: dict[str, dict[str, int]] = {
-    "test": {"queries": 2, "easy": 3, "hard": 3, "random": 30, "frames": 24},
-    "train": {"queries": 4, "easy": 3, "hard": 3, "random": 30, "frames": 32},
+    "test": {"queries": 9, "easy": 2, "hard": 2, "random": 30, "frames": 24, "min_kp": 16},
+    "train": {"queries": 12, "easy": 3, "hard": 3, "random": 30, "frames": 32},
 }
 
 
@@ -229,6 +236,45 @@ def _query_item(
     H = np.array([[1.0, 0, -x0], [0, 1.0, -y0], [0, 0, 1.0]])
     info = {"region": [x0, y0, w, h]}
     return _Item(img, source, frame, H, None, "query", "query", 95, info)
+
+
+def _keypoint_count(item: _Item) -> int:
+    """SIFT keypoints of ``item`` as stored (JPEG at its quality), with the demo's extractor."""
+    cv2 = require("cv2")
+    ok, buf = cv2.imencode(".jpg", item.image, [cv2.IMWRITE_JPEG_QUALITY, item.quality])
+    if not ok:
+        raise DemoDataError("JPEG encoding of a query crop failed")
+    return len(SiftExtractor().detect(cv2.imdecode(buf, cv2.IMREAD_COLOR)))
+
+
+def _textured_query(
+    src: np.ndarray,
+    bounds: tuple[int, int],
+    rng: np.random.Generator,
+    source: str,
+    min_kp: int,
+) -> tuple[tuple[float, float, float, float], _Item]:
+    """(box, query crop) of a photo: the first random box whose crop has >= ``min_kp`` SIFT
+    keypoints (of ``QUERY_DRAWS`` draws; else the one with the most); ``min_kp`` 0: the first."""
+    best: tuple[int, tuple[float, float, float, float], _Item] | None = None
+    for _ in range(QUERY_DRAWS if min_kp > 0 else 1):
+        anchor = _random_region(bounds, rng, QUERY_BOX[0], QUERY_BOX[1])
+        item = _query_item(src, anchor, source, 0)
+        count = _keypoint_count(item) if min_kp > 0 else 0
+        if best is None or count > best[0]:
+            best = (count, anchor, item)
+        if count >= min_kp:
+            break
+    assert best is not None  # at least one draw
+    if best[0] < min_kp:
+        logger.warning(
+            "%s: no query box of %d draws has %d SIFT keypoints; keeping one with %d",
+            source,
+            QUERY_DRAWS,
+            min_kp,
+            best[0],
+        )
+    return best[1], best[2]
 
 
 def _visible_mask(item: _Item, src_shape: tuple[int, int]) -> np.ndarray:
@@ -396,8 +442,7 @@ def _source_items(split: str) -> tuple[list[_Item], list[_Item], list[dict[str, 
             "shape": list(shape),
         }
         for _ in range(sizes["queries"]):
-            anchor = _random_region(bounds, rng, QUERY_BOX[0], QUERY_BOX[1])
-            q = _query_item(src, anchor, sid, 0)
+            anchor, q = _textured_query(src, bounds, rng, sid, sizes.get("min_kp", 0))
             q.info["shape"] = shape
             queries.append(q)
             for hard in [False] * sizes["easy"] + [True] * sizes["hard"]:

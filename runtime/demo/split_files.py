@@ -3,10 +3,11 @@
 :func:`prepare_split` extracts SIFT/RootSIFT local features (the first ``num_desc`` by
 response) and VLAD global descriptors (:func:`locore.runtime.demo.codebook.demo_codebook`)
 of every image, searches the shortlist (exact inner product, top K) and writes the ground
-truth, all cached in ``<cache>/v1/<split>-features-<digest>/``; the digest covers
+truth, all cached in ``<cache>/v<DEMO_VERSION>/<split>-features-<digest>/``; the digest covers
 :data:`FEATURES_VERSION`, the split's content hash, the codebook and the extractor settings, so
 any change gives a new folder. Every kept keypoint of every image is also saved (xy in pixels,
-RootSIFT float16) for the RANSAC baseline.
+RootSIFT float16, strongest first: the first ``num_desc`` are the feature file's rows) for the
+RANSAC baselines.
 """
 
 from __future__ import annotations
