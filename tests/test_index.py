@@ -155,7 +155,7 @@ def test_search_finds_the_query_source_cli_and_api(demo_cache: Path, shipped_onn
     with open_index(index_dir) as index, create_backend(onnx, threads=2) as backend:
         reranker = Reranker(backend, RerankParams(topk=50, window=50, stride=25), clip_scales=True)
         hits_top5 = 0
-        for q in (0, 2, 14, 18):  # chelsea, coffee, china, DepartmentStore
+        for q in (0, 9, 63, 81):  # chelsea, coffee, china, DepartmentStore
             result = index.search(queries[q], reranker, shortlist=50)
             assert result.reranked and set(result.timings) >= {"extract_ms", "global_ms"}
             assert sorted(result.ids.tolist()) == sorted(result.shortlist_ids.tolist())

@@ -52,7 +52,7 @@ def test_search_and_match_view(client, demo_cache: Path) -> None:
     info = client.get("/api/info").get_json()
     assert info["index"]["images"] == 96 and info["model"]["token_logits"] is True
     assert len(info["samples"]) == len(queries)
-    r = _upload(client, queries[2].read_bytes())
+    r = _upload(client, queries[9].read_bytes())
     assert r.status_code == 200, r.get_json()
     data = r.get_json()
     assert len(data["reranked"]) == 10 and len(data["shortlist"]) == 10
