@@ -6,6 +6,7 @@
 #define LOCORE_TESTS_CHECK_HPP
 
 #include <cstdio>
+#include <exception>
 #include <functional>
 #include <string>
 #include <vector>
@@ -47,6 +48,43 @@ bool throws_with(std::function<void()> const& body, std::string const& text, std
     }
     got = "no exception";
     return false;
+}
+
+//! Records a failure (with `what`) unless `ok`; for tests that name each check in words.
+inline void check(bool ok, std::string const& what)
+{
+    if (!ok)
+    {
+        ++failures();
+        std::fprintf(stderr, "FAIL: %s\n", what.c_str());
+    }
+}
+
+//! Runs `body`, expecting an exception of type E whose message contains every one of `parts`.
+template <typename E>
+void expect_throw(std::function<void()> const& body, std::vector<std::string> const& parts,
+                  std::string const& what)
+{
+    try
+    {
+        body();
+    }
+    catch (E const& error)
+    {
+        std::string message = error.what();
+        for (std::string const& part : parts)
+        {
+            check(message.find(part) != std::string::npos,
+                  what + ": message lacks '" + part + "': " + message);
+        }
+        return;
+    }
+    catch (std::exception const& error)
+    {
+        check(false, what + ": wrong exception type: " + error.what());
+        return;
+    }
+    check(false, what + ": no exception");
 }
 
 } // namespace locore_test

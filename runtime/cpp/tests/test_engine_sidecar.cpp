@@ -6,6 +6,7 @@
 //        [--machine TRT_VERSION GPU CC]          check_engine on a real sidecar; prints "ok" and
 //                                                the parsed fields, or the refusal (exit 1)
 #include "locore/engine_sidecar.hpp"
+#include "check.hpp"
 #include "locore/errors.hpp"
 #include "locore/model_info.hpp"
 
@@ -20,43 +21,8 @@
 namespace
 {
 
-int failures = 0;
-
-void check(bool ok, std::string const& what)
-{
-    if (!ok)
-    {
-        ++failures;
-        std::cerr << "FAIL: " << what << '\n';
-    }
-}
-
-//! Runs `body`, expecting an exception of type E whose message contains every one of `parts`.
-template <typename E>
-void expect_throw(std::function<void()> const& body, std::vector<std::string> const& parts,
-                  std::string const& what)
-{
-    try
-    {
-        body();
-    }
-    catch (E const& error)
-    {
-        std::string message = error.what();
-        for (std::string const& part : parts)
-        {
-            check(message.find(part) != std::string::npos,
-                  what + ": message lacks '" + part + "': " + message);
-        }
-        return;
-    }
-    catch (std::exception const& error)
-    {
-        check(false, what + ": wrong exception type: " + error.what());
-        return;
-    }
-    check(false, what + ": no exception");
-}
+using locore_test::check;
+using locore_test::expect_throw;
 
 void write_file(std::string const& path, std::string const& text)
 {
@@ -317,9 +283,9 @@ int main(int argc, char** argv)
     test_parse();
     test_mismatches();
     test_check_engine();
-    if (failures != 0)
+    if (locore_test::failures() != 0)
     {
-        std::cerr << failures << " check(s) failed\n";
+        std::cerr << locore_test::failures() << " check(s) failed\n";
         return 1;
     }
     std::cout << "engine sidecar tests: ok\n";

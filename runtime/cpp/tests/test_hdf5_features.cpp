@@ -5,6 +5,7 @@
 //   locore_runtime_hdf5_tests --dump FILE [ROWS]   every image of FILE as JSON on stdout
 //                                                  (tests/test_cpp_hdf5.py compares it with
 //                                                  locore.runtime.ames.FeatureFile.read)
+#include "check.hpp"
 #include "locore/errors.hpp"
 #include "locore/hdf5_features.hpp"
 
@@ -20,42 +21,8 @@
 namespace
 {
 
-int failures = 0;
-
-void check(bool ok, std::string const& what)
-{
-    if (!ok)
-    {
-        ++failures;
-        std::cerr << "FAIL: " << what << '\n';
-    }
-}
-
-template <typename E>
-void expect_throw(std::function<void()> const& body, std::vector<std::string> const& parts,
-                  std::string const& what)
-{
-    try
-    {
-        body();
-    }
-    catch (E const& error)
-    {
-        std::string message = error.what();
-        for (std::string const& part : parts)
-        {
-            check(message.find(part) != std::string::npos,
-                  what + ": message lacks '" + part + "': " + message);
-        }
-        return;
-    }
-    catch (std::exception const& error)
-    {
-        check(false, what + ": wrong exception type: " + error.what());
-        return;
-    }
-    check(false, what + ": no exception");
-}
+using locore_test::check;
+using locore_test::expect_throw;
 
 //! Writes `data` (row-major, `dims`) as dataset `name` of a new file `path`, stored as
 //! `file_type` (H5T_IEEE_F32LE, H5T_IEEE_F64LE, H5T_STD_I32LE) from memory type `mem_type`.
@@ -260,9 +227,9 @@ int main(int argc, char** argv)
     }
     test_reads();
     test_refusals();
-    if (failures != 0)
+    if (locore_test::failures() != 0)
     {
-        std::cerr << failures << " check(s) failed\n";
+        std::cerr << locore_test::failures() << " check(s) failed\n";
         return 1;
     }
     std::cout << "hdf5 feature reader tests: ok\n";
