@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from locore.runtime import engines as E
-from tests.test_cpp_hdf5 import ROOT, _binary, build_runtime_targets
+from tests.cpp_build import ROOT, build_runtime_targets, built_binary
 
 ONNX_SHA = hashlib.sha256(b"model").hexdigest()
 PLUGIN_SHA = hashlib.sha256(b"plugin").hexdigest()
@@ -29,7 +29,7 @@ MACHINE = E.MachineFacts("10.3.0.26", "Orin", "8.7")
 @pytest.fixture(scope="module")
 def binary() -> Path:
     build = build_runtime_targets("locore_runtime_sidecar_tests")
-    return _binary(build, "locore_runtime_sidecar_tests")
+    return built_binary(build, "locore_runtime_sidecar_tests")
 
 
 def _key(flavor: str = "plugin") -> E.EngineKey:

@@ -15,7 +15,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +24,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.cpp_build import build_runtime_targets, built_binary
+
 ROOT = Path(__file__).resolve().parents[1]
 CPP = ROOT / "runtime" / "cpp"
-BUILD = ROOT / "build" / "runtime-cpp"
 SAMPLE = CPP / "tests" / "vectors" / "sample.json"
 BINARY = "locore_runtime_vector_tests"
 
@@ -58,32 +58,7 @@ def _run(
 @pytest.fixture(scope="module")
 def vector_binary() -> Path:
     """The C++ vector test binary, built (incrementally) in build/runtime-cpp."""
-    cmake = shutil.which("cmake")
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if cmake is None or cxx is None:
-        pytest.skip(
-            "the C++ runtime needs cmake (>= 3.18) and a C++17 compiler, not found on PATH "
-            f"(cmake: {cmake}, compiler: {cxx}); Debian: apt-get install cmake g++"
-        )
-    jobs = os.environ.get("LOCORE_CI_JOBS", "2")
-    if not (BUILD / "CMakeCache.txt").is_file():
-        generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-        configure = _run(
-            [
-                cmake,
-                "-S",
-                CPP,
-                "-B",
-                BUILD,
-                *generator,
-                "-DCMAKE_BUILD_TYPE=Release",
-                f"-DLOCORE_RUNTIME_PYTHON={sys.executable}",
-            ]
-        )
-        assert configure.returncode == 0, configure.stdout + configure.stderr
-    build = _run([cmake, "--build", BUILD, "--target", BINARY, "--parallel", jobs])
-    assert build.returncode == 0, f"building the C++ runtime failed:\n{build.stdout}{build.stderr}"
-    return BUILD / BINARY
+    return built_binary(build_runtime_targets(BINARY), BINARY)
 
 
 def _check(binary: Path, vectors: Path) -> str:
