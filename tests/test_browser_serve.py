@@ -104,7 +104,7 @@ def test_the_page_searches_reranks_and_shows_matches(
     after = browser.find_elements(By.CSS_SELECTOR, "#after li")
     assert len(before) == 10
     top = after[0].text.splitlines()[-1]
-    assert source_of[top] == query_sources[14], after[0].text
+    assert source_of[top] == query_sources[63], after[0].text
     canvas = browser.find_element(By.ID, "match-view")
     assert canvas.get_attribute("data-shown") == "token_logits+cosine"
     assert int(canvas.get_attribute("data-matches")) > 0

@@ -131,7 +131,9 @@ def test_int8_qdq_placement_follows_the_tensorrt_rules(models, flavor):
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     layers = dense_layers(base)
-    assert len(layers) == 7  # desc/match projections, 2 x (in, out) projections, classifier
+    config, _ = read_metadata(models[flavor]["fp32"])
+    # desc/match projections, (in, out) projections per layer, classifier
+    assert len(layers) == 2 + 2 * config.n_layers + 1
     by_name = {n.name: n for n in proto.graph.node}
     for layer in layers:
         mm = by_name[layer.name]
@@ -251,9 +253,10 @@ def test_cli_calibrate_fp16_and_bad_set(models, tmp_path, capsys):
     assert (
         main(["calibrate", "--onnx", str(fp32), "--precision", "fp16", "--output", str(out)]) == 0
     )
-    assert "fp16, portable flavor, 7 dense layers" in capsys.readouterr().out
-    onnx.checker.check_model(onnx.load(str(out)))
     config, _ = read_metadata(fp32)
+    dense = 2 + 2 * config.n_layers + 1  # desc/match projections, (in, out) per layer, classifier
+    assert f"fp16, portable flavor, {dense} dense layers" in capsys.readouterr().out
+    onnx.checker.check_model(onnx.load(str(out)))
     bad = _windows(
         graph_io(config.__class__(desc_dim=16, num_desc=5, num_scales=4)).inputs, 4, 2, 1
     )

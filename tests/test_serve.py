@@ -56,7 +56,7 @@ def test_search_and_match_view(client, demo_cache: Path) -> None:
     assert r.status_code == 200, r.get_json()
     data = r.get_json()
     assert len(data["reranked"]) == 10 and len(data["shortlist"]) == 10
-    assert source_of[data["reranked"][0]["name"]] == query_sources[2]
+    assert source_of[data["reranked"][0]["name"]] == query_sources[9]
     assert {"extract_ms", "global_ms", "rerank_ms", "total_ms"} <= set(data["timings_ms"])
     best = data["reranked"][0]["id"]
     m = client.get(f"/api/match?query={data['query']}&gallery={best}").get_json()
