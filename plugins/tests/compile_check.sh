@@ -66,27 +66,8 @@ find_trt_include() {
     return 1
 }
 
-find_cuda_include() {
-    local candidate nvcc_path
-    if [ -n "${CUDA_INCLUDE:-}" ]; then
-        echo "$CUDA_INCLUDE"
-        return 0
-    fi
-    if nvcc_path="$(command -v nvcc 2>/dev/null)"; then
-        candidate="$(cd "$(dirname "$(readlink -f "$nvcc_path")")/.." && pwd)/include"
-        if [ -f "$candidate/cuda_runtime_api.h" ]; then
-            echo "$candidate"
-            return 0
-        fi
-    fi
-    for candidate in /usr/local/cuda/include /usr/local/cuda-*/include /usr/include; do
-        if [ -f "$candidate/cuda_runtime_api.h" ]; then
-            echo "$candidate"
-            return 0
-        fi
-    done
-    return 1
-}
+# shellcheck source=find_cuda_include.sh
+. "$here/find_cuda_include.sh"
 
 if ! cuda_include="$(find_cuda_include)"; then
     echo "compile_check: cuda_runtime_api.h not found (install the CUDA toolkit or set CUDA_INCLUDE)" >&2

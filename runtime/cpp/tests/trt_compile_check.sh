@@ -68,27 +68,10 @@ find_trt_include() {
     return 1
 }
 
-find_cuda_include() {
-    local candidate nvcc_path
-    if [ -n "${CUDA_INCLUDE:-}" ]; then
-        [ -f "$CUDA_INCLUDE/cuda_runtime_api.h" ] && echo "$CUDA_INCLUDE" && return 0
-        return 1
-    fi
-    if nvcc_path="$(command -v nvcc 2>/dev/null)"; then
-        candidate="$(cd "$(dirname "$(readlink -f "$nvcc_path")")/.." && pwd)/include"
-        if [ -f "$candidate/cuda_runtime_api.h" ]; then
-            echo "$candidate"
-            return 0
-        fi
-    fi
-    for candidate in /usr/local/cuda/include /usr/local/cuda-*/include /usr/include; do
-        if [ -f "$candidate/cuda_runtime_api.h" ]; then
-            echo "$candidate"
-            return 0
-        fi
-    done
-    return 1
-}
+# One CUDA-include lookup for both compile checks (the plugin's sits beside its sources; the
+# same relative path holds in a checkout and in the installed package).
+# shellcheck source=../../../plugins/tests/find_cuda_include.sh
+. "$here/../../../plugins/tests/find_cuda_include.sh"
 
 sets=("$@")
 if [ "${#sets[@]}" -eq 0 ]; then
